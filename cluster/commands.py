@@ -1,0 +1,187 @@
+"""Replicated commands: every change of state is one of these, encoded with msgpack.
+
+An encoded command is ``[op, version, *fields]``. Op numbers are stable: new
+operations are added at the end and existing numbers are never reused. The
+leader fills in everything that must be decided once for all nodes (times in
+ns, ack inboxes); applying a command reads nothing else but the store and the
+node's configured limits, so every node reaches the same state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, field
+from enum import IntEnum
+from typing import Any, ClassVar
+
+import msgpack
+
+
+class Op(IntEnum):
+    #: A no-op used as a barrier by a new leader (apply records its index only).
+    NOOP = 0
+    CONNECT = 1
+    DISCONNECT = 2
+    PUBLISH = 3
+    SUBSCRIBE = 4
+    UNSUBSCRIBE = 5
+    CLOSE_SUB = 6
+    SENT_ACK = 7
+    DELETE_CHANNEL = 8
+    EXPIRE = 9
+
+
+@dataclass(slots=True)
+class Command:
+    op: ClassVar[Op]
+    version: ClassVar[int] = 1
+
+
+@dataclass(slots=True)
+class Noop(Command):
+    op: ClassVar[Op] = Op.NOOP
+    token: str = ""
+
+
+@dataclass(slots=True)
+class Connect(Command):
+    """Register a client. With ``refresh`` an existing client with the same ID
+    is closed first (it did not answer the duplicate probe)."""
+
+    op: ClassVar[Op] = Op.CONNECT
+    client_id: str = ""
+    hb_inbox: str = ""
+    conn_id: bytes = b""
+    protocol: int = 0
+    ping_interval: int = 0
+    ping_max_out: int = 0
+    refresh: bool = False
+
+
+@dataclass(slots=True)
+class Disconnect(Command):
+    """Close a client (close request or heartbeat timeout)."""
+
+    op: ClassVar[Op] = Op.DISCONNECT
+    client_id: str = ""
+
+
+@dataclass(slots=True)
+class Publish(Command):
+    """A batch of messages in arrival order: ``(channel, reply, data)`` each.
+
+    Sequences are assigned by apply (last stored + 1, in log order) and
+    timestamps are ``max(now, channel's last timestamp)``.
+    """
+
+    op: ClassVar[Op] = Op.PUBLISH
+    now: int = 0
+    msgs: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Subscribe(Command):
+    """A subscription request with the leader's ack inbox and time."""
+
+    op: ClassVar[Op] = Op.SUBSCRIBE
+    client_id: str = ""
+    channel: str = ""
+    qgroup: str = ""
+    inbox: str = ""
+    max_inflight: int = 0
+    ack_wait: int = 0
+    durable_name: str = ""
+    start_position: int = 0
+    start_sequence: int = 0
+    start_time_delta: int = 0
+    ack_inbox: str = ""
+    now: int = 0
+    replace_durable: bool = False
+
+
+@dataclass(slots=True)
+class Unsubscribe(Command):
+    op: ClassVar[Op] = Op.UNSUBSCRIBE
+    client_id: str = ""
+    channel: str = ""
+    inbox: str = ""
+
+
+@dataclass(slots=True)
+class CloseSub(Command):
+    op: ClassVar[Op] = Op.CLOSE_SUB
+    client_id: str = ""
+    channel: str = ""
+    inbox: str = ""
+
+
+@dataclass(slots=True)
+class SentAck(Command):
+    """Delivery state gathered by the leader since its last flush, per
+    subscription: its cursor, the sequences sent and still unacknowledged, and
+    the sequences acknowledged (a send acknowledged before the flush appears in
+    neither list)."""
+
+    op: ClassVar[Op] = Op.SENT_ACK
+    #: ``(channel, sub_id, last_sent, sent, acked)`` each.
+    updates: list[tuple[str, int, int, list[int], list[int]]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DeleteChannel(Command):
+    op: ClassVar[Op] = Op.DELETE_CHANNEL
+    channel: str = ""
+    channel_id: int = 0
+
+
+@dataclass(slots=True)
+class Expire(Command):
+    """Drop messages past max_age in these channels, as of ``now``."""
+
+    op: ClassVar[Op] = Op.EXPIRE
+    now: int = 0
+    channels: list[str] = field(default_factory=list)
+
+
+_CLASSES: dict[int, type[Command]] = {
+    cls.op: cls
+    for cls in (
+        Noop,
+        Connect,
+        Disconnect,
+        Publish,
+        Subscribe,
+        Unsubscribe,
+        CloseSub,
+        SentAck,
+        DeleteChannel,
+        Expire,
+    )
+}
+
+
+class CommandError(ValueError):
+    """An encoded command that this code cannot read."""
+
+
+def encode(cmd: Command) -> bytes:
+    return msgpack.packb([int(cmd.op), cmd.version, *astuple(cmd)], use_bin_type=True)
+
+
+def encode_publish(now: int, msgs: list[tuple[str, str, bytes]]) -> bytes:
+    """Fast path for the hot publish command (same bytes as ``encode``)."""
+    return msgpack.packb([int(Op.PUBLISH), 1, now, msgs], use_bin_type=True)
+
+
+def decode(blob: bytes) -> Command:
+    try:
+        raw: list[Any] = msgpack.unpackb(blob, raw=False, use_list=True)
+        op, version, *fields = raw
+        cls = _CLASSES[op]
+    except Exception as exc:  # noqa: BLE001 - any malformed blob is the same error
+        raise CommandError(f"undecodable command: {exc}") from exc
+    if version > cls.version:
+        raise CommandError(f"command {cls.__name__} version {version} is newer than this node")
+    cmd = cls(*fields)
+    if isinstance(cmd, Publish):
+        cmd.msgs = [tuple(m) for m in cmd.msgs]  # type: ignore[misc]
+    return cmd

@@ -1,0 +1,305 @@
+"""Glue between pysyncobj (Raft) and the asyncio side of a node.
+
+pysyncobj runs its own tick thread: replicated calls, their callbacks, state
+changes and snapshots all happen there. This module is the only place that
+touches pysyncobj. It offers the event loop three things:
+
+* ``propose(blob, timeout)``: an awaitable that resolves with the apply
+  ``Outcome`` once the entry is committed and applied here, or raises
+  ``ProposalError`` with a stable text (not leader, leadership lost, timeout).
+* ``on_role_change``: called on the loop whenever the Raft role changes.
+* ``status()``: role, term, leader, commit and applied indexes for monitoring.
+
+A single server is a one-node group: the same code, no partners.
+
+Settings that matter (see PARTS.md): pysyncobj's own entry batching is off
+(it adds ~100 ms per commit; we batch publishes ourselves), the pickle protocol
+is raised to 5 (bytes travel without a latin-1 round trip), and a leader that
+cannot reach a majority steps down after about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import struct
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pysyncobj.pickle as _pso_pickle
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.config import SERIALIZER_STATE
+
+from cluster.fsm import Outcome, StateMachine
+from protocol import errors
+
+log = logging.getLogger("stanchion.raft")
+
+# pysyncobj pickles commands with protocol 2, which sends bytes through a
+# latin-1 round trip (larger and much slower). Every node runs this code, so
+# all of them speak protocol 5. pysyncobj 0.3.17 is pinned for this reason.
+_PICKLE_PROTOCOL = 5
+setattr(_pso_pickle, "__protocol", _PICKLE_PROTOCOL)  # noqa: B010 - private module global
+
+
+def pickle_protocol_in_use() -> int:
+    """The protocol pysyncobj pickles with (tested, so an upgrade cannot drop it)."""
+    return int(getattr(_pso_pickle, "__protocol"))  # noqa: B009
+
+
+ROLE_LEADER = "Leader"
+ROLE_FOLLOWER = "Follower"
+ROLE_CANDIDATE = "Candidate"
+_ROLES = {0: ROLE_FOLLOWER, 1: ROLE_CANDIDATE, 2: ROLE_LEADER}
+
+
+class ProposalError(Exception):
+    """A proposal that did not commit; the text goes to the client."""
+
+
+_FAIL_TEXT = {
+    FAIL_REASON.QUEUE_FULL: "raft commands queue is full",
+    FAIL_REASON.MISSING_LEADER: errors.NOT_LEADER,
+    FAIL_REASON.DISCARDED: errors.LEADERSHIP_LOST,
+    FAIL_REASON.NOT_LEADER: errors.NOT_LEADER,
+    FAIL_REASON.LEADER_CHANGED: errors.LEADERSHIP_LOST,
+    FAIL_REASON.REQUEST_DENIED: "raft request denied",
+    FAIL_REASON.UNKNOWN_OUTCOME: errors.LEADERSHIP_LOST,
+}
+
+
+@dataclass(slots=True)
+class RaftSettings:
+    """Raft configuration of one node.
+
+    ``self_addr`` and ``partners`` are ``host:port`` addresses of pysyncobj's
+    TCP transport. ``data_dir`` None keeps the journal in memory (memory store).
+    """
+
+    self_addr: str
+    partners: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    #: fsync the Raft journal on every write (reference ``cluster_sync``).
+    sync: bool = False
+    password: str | None = None
+    #: Seconds; a follower starts an election after a random timeout in this range.
+    election_min: float = 0.4
+    election_max: float = 0.8
+    #: Seconds between leader heartbeats.
+    heartbeat_period: float = 0.05
+    #: A leader without a majority for this long steps down.
+    leader_fallback: float = 1.0
+    #: Compact the log (snapshot the store) after this many entries or seconds.
+    compaction_min_entries: int = 20_000
+    compaction_min_time: float = 600.0
+    raft_logging: bool = False
+
+
+class _Node(SyncObj):  # type: ignore[misc]
+    """The replicated object: one replicated method carrying an encoded command."""
+
+    def __init__(self, settings: RaftSettings, fsm: StateMachine, glue: RaftGlue) -> None:
+        self._fsm = fsm
+        self._glue = glue
+        self._single = not settings.partners
+        journal = dump = None
+        if settings.data_dir is not None:
+            os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+            journal = os.path.join(settings.data_dir, "raft.journal")
+            dump = os.path.join(settings.data_dir, "raft.dump")
+        conf = SyncObjConf(
+            password=settings.password,
+            autoTick=True,
+            appendEntriesUseBatch=False,
+            appendEntriesPeriod=settings.heartbeat_period,
+            raftMinTimeout=settings.election_min,
+            raftMaxTimeout=settings.election_max,
+            connectionTimeout=max(0.5, settings.election_max * 1.5),
+            connectionRetryTime=0.5,
+            leaderFallbackTimeout=settings.leader_fallback,
+            commandsWaitLeader=False,
+            journalFile=journal,
+            fullDumpFile=dump,
+            logCompactionMinEntries=settings.compaction_min_entries,
+            logCompactionMinTime=settings.compaction_min_time,
+            logCompactionSplit=bool(settings.partners),
+            serializer=glue.serialize,
+            deserializer=glue.deserialize,
+            serializeChecker=glue.serialize_state,
+            onStateChanged=glue.on_state_changed,
+            dynamicMembershipChange=False,
+            bindAddress=None,
+        )
+        super().__init__(settings.self_addr, settings.partners, conf)
+
+    def _checkCommandsToApply(self) -> None:  # noqa: N802 - pysyncobj's name
+        # pysyncobj appends new commands at the end of a tick and commits them
+        # in the next one, which waits for socket activity or the tick period
+        # (50 ms). A leader without partners gets no socket activity, so wake
+        # the next tick at once when this one appended something uncommitted.
+        super()._checkCommandsToApply()
+        if self._single and self._isLeader():
+            if self._SyncObj__raftCommitIndex < self._SyncObj__getCurrentLogIndex():
+                self._SyncObj__pipeNotifier.notify()
+
+    @replicated  # type: ignore[misc]
+    def apply_command(self, blob: bytes) -> Outcome:
+        # Inside apply, the entry being applied is the one after the last applied.
+        return self._fsm.apply(self.raftLastApplied + 1, blob)
+
+
+class RaftGlue:
+    """Owns the pysyncobj node and bridges it to the asyncio loop."""
+
+    def __init__(
+        self,
+        settings: RaftSettings,
+        fsm: StateMachine,
+        loop: asyncio.AbstractEventLoop,
+        on_role_change: Callable[[str], None],
+    ) -> None:
+        self.settings = settings
+        self.fsm = fsm
+        self.loop = loop
+        self._on_role_change = on_role_change
+        self._snapshot_thread: threading.Thread | None = None
+        self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
+        if not settings.raft_logging:
+            logging.getLogger("pysyncobj").setLevel(logging.CRITICAL)
+        self.node = _Node(settings, fsm, self)
+
+    # -- proposals ----------------------------------------------------------------
+
+    def propose(self, blob: bytes, timeout: float = 10.0) -> asyncio.Future[Outcome]:
+        """Replicate ``blob``; the future resolves on this loop after local apply."""
+        loop = self.loop
+        fut: asyncio.Future[Outcome] = loop.create_future()
+
+        def done(result: Any, err: int) -> None:  # Raft thread
+            loop.call_soon_threadsafe(_settle, fut, result, err)
+
+        self.node.apply_command(blob, callback=done)
+        handle = loop.call_later(timeout, _expire, fut)
+        fut.add_done_callback(lambda _f: handle.cancel())
+        return fut
+
+    # -- state -------------------------------------------------------------------
+
+    def on_state_changed(self, old: int, new: int) -> None:  # Raft thread
+        role = _ROLES.get(new, ROLE_FOLLOWER)
+        self.loop.call_soon_threadsafe(self._on_role_change, role)
+
+    def role(self) -> str:
+        return ROLE_LEADER if self.node._isLeader() else self._status_role()
+
+    def _status_role(self) -> str:
+        try:
+            return _ROLES.get(int(self.node.getStatus()["state"]), ROLE_FOLLOWER)
+        except Exception:  # noqa: BLE001 - during shutdown
+            return ROLE_FOLLOWER
+
+    def status(self) -> dict[str, Any]:
+        st = self.node.getStatus()
+        leader = st.get("leader")
+        return {
+            "role": _ROLES.get(int(st.get("state", 0)), ROLE_FOLLOWER),
+            "term": st.get("raft_term", 0),
+            "leader": str(leader.address) if leader is not None else "",
+            "commit_index": st.get("commit_idx", 0),
+            "last_applied": st.get("last_applied", 0),
+            "has_quorum": bool(st.get("has_quorum", False)),
+            "log_len": st.get("log_len", 0),
+            "partners": {
+                k.replace("partner_node_status_server_", ""): v
+                for k, v in st.items()
+                if str(k).startswith("partner_node_status_server_")
+            },
+        }
+
+    def destroy(self) -> None:
+        self.node.destroy()
+
+    # -- snapshots (log compaction) ----------------------------------------------------
+
+    def serialize(self, filename: str, raft_data: Any) -> None:  # Raft thread
+        """Write the store and pysyncobj's own data to ``filename`` (a temp name).
+
+        Runs on the Raft thread while no entry is being applied, so the store
+        copy matches the log position pysyncobj records. File layout: 8-byte
+        big-endian length of the pickled raft data, the pickle, then the store
+        image.
+        """
+        final = filename[: -len(".tmp")] if filename.endswith(".tmp") else filename
+        head = pickle.dumps(raft_data, protocol=_PICKLE_PROTOCOL)
+        fd, image = tempfile.mkstemp(dir=os.path.dirname(final), prefix=".snap-")
+        os.close(fd)
+        try:
+            self.fsm.store.snapshot(image)
+            with open(filename, "wb") as out, open(image, "rb") as src:
+                out.write(struct.pack(">Q", len(head)))
+                out.write(head)
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            self._snapshot_state = SERIALIZER_STATE.SUCCESS
+            log.info("snapshot written file=%s index=%d", final, self.fsm.store.applied_index())
+        except Exception:
+            self._snapshot_state = SERIALIZER_STATE.FAILED
+            log.exception("snapshot failed file=%s", final)
+            raise
+        finally:
+            os.unlink(image)
+
+    def serialize_state(self) -> int:
+        # The serializer above is synchronous: when pysyncobj asks, it is done.
+        state = self._snapshot_state
+        self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
+        return int(state)
+
+    def deserialize(self, filename: str) -> Any:  # Raft thread
+        """Load a snapshot: ours at startup, or one sent by the leader.
+
+        The store is replaced only when the snapshot is ahead of it (a node
+        that fell behind); at startup the store is normally ahead or equal and
+        is kept, and pysyncobj replays the journal past the snapshot.
+        """
+        with open(filename, "rb") as src:
+            (n,) = struct.unpack(">Q", src.read(8))
+            raft_data = pickle.loads(src.read(n))
+            fd, image = tempfile.mkstemp(dir=os.path.dirname(filename), prefix=".restore-")
+            with os.fdopen(fd, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+        try:
+            store = self.fsm.store
+            snap_index = store.snapshot_applied_index(image)
+            if snap_index > store.applied_index():
+                log.info(
+                    "restoring store from snapshot index=%d local=%d",
+                    snap_index,
+                    store.applied_index(),
+                )
+                store.restore(image)
+        finally:
+            os.unlink(image)
+        return raft_data
+
+
+def _settle(fut: asyncio.Future[Outcome], result: Any, err: int) -> None:
+    if fut.done():
+        return
+    if err == FAIL_REASON.SUCCESS:
+        fut.set_result(result)
+    else:
+        fut.set_exception(ProposalError(_FAIL_TEXT.get(err, f"raft error {err}")))
+
+
+def _expire(fut: asyncio.Future[Outcome]) -> None:
+    if not fut.done():
+        fut.set_exception(ProposalError(errors.REPLICATION_TIMEOUT))
