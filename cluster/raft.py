@@ -97,6 +97,8 @@ class RaftSettings:
     #: Compact the log (snapshot the store) after this many entries or seconds.
     compaction_min_entries: int = 20_000
     compaction_min_time: float = 600.0
+    #: ... or after this many bytes of commands.
+    compaction_bytes: int = 64 * 1024 * 1024
     raft_logging: bool = False
 
 
@@ -107,6 +109,8 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._fsm = fsm
         self._glue = glue
         self._single = not settings.partners
+        self._log_bytes = 0
+        self._compact_bytes = settings.compaction_bytes
         journal = dump = None
         if settings.data_dir is not None:
             os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
@@ -150,7 +154,14 @@ class _Node(SyncObj):  # type: ignore[misc]
     @replicated  # type: ignore[misc]
     def apply_command(self, blob: bytes) -> Outcome:
         # Inside apply, the entry being applied is the one after the last applied.
-        return self._fsm.apply(self.raftLastApplied + 1, blob)
+        out = self._fsm.apply(self.raftLastApplied + 1, blob)
+        # pysyncobj compacts by entry count or time only, and keeps every entry
+        # of the journal in memory too: bound the journal by size as well.
+        self._log_bytes += len(blob)
+        if self._log_bytes >= self._compact_bytes:
+            self._log_bytes = 0
+            self.forceLogCompaction()
+        return out
 
 
 class RaftGlue:
