@@ -255,11 +255,11 @@ class Delivery:
                     return
 
     def _send_available_group(self, group: QueueGroup, hint: list[StoredMsg] | None) -> None:
-        while True:
-            member = self._pick(group)
-            if member is None or member.stalled:
-                return
-            page = self._next_page(member.channel, group.last_sent + 1, hint, None, group)
+        if not group.members:
+            return
+        channel = group.members[0].channel
+        while self._can_take(group):
+            page = self._next_page(channel, group.last_sent + 1, hint, None, group)
             if not page:
                 return
             hint = None
@@ -269,6 +269,10 @@ class Delivery:
                     return
                 group.last_sent = msg.seq
                 self._send_new(member, msg)
+
+    def _can_take(self, group: QueueGroup) -> bool:
+        """Some member can take a new message (without rotating the group)."""
+        return any(m.initialized and not m.new_on_hold and not m.stalled for m in group.members)
 
     def _next_page(
         self,

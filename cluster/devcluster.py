@@ -26,7 +26,7 @@ NATS_PORT = 4222
 COLORS = {"nats": "\033[90m", "a": "\033[36m", "b": "\033[35m", "c": "\033[33m"}
 
 
-def _pump(name: str, stream: "subprocess.IO[bytes]", lock: threading.Lock) -> None:  # type: ignore[name-defined]
+def _pump(name: str, stream: subprocess.IO[bytes], lock: threading.Lock) -> None:  # type: ignore[name-defined]
     tty = sys.stdout.isatty()
     prefix = f"{COLORS.get(name, '')}{name:>4} |\033[0m " if tty else f"{name:>4} | "
     for raw in iter(stream.readline, b""):
@@ -51,7 +51,7 @@ def main() -> int:
 
     start("nats", [nats_server_binary(), "-a", "127.0.0.1", "-p", str(NATS_PORT)])
     time.sleep(0.3)
-    for name, port in NODES.items():
+    for name in NODES:
         args = [
             sys.executable,
             "-m",
@@ -74,17 +74,13 @@ def main() -> int:
             args.append("-SD")
         start(name, args)
     with lock:
+        nodes = ", ".join(
+            f"{n} pid {procs[n].pid} (raft :{NODES[n]}, "
+            f"http://127.0.0.1:{MONITOR[n]}/streaming/serverz)"
+            for n in NODES
+        )
         print(
-            "cluster: nats-server pid %d on 127.0.0.1:%d; nodes %s"
-            % (
-                procs["nats"].pid,
-                NATS_PORT,
-                ", ".join(
-                    f"{n} pid {procs[n].pid} (raft :{NODES[n]}, http://127.0.0.1:{MONITOR[n]}"
-                    "/streaming/serverz)"
-                    for n in NODES
-                ),
-            ),
+            f"cluster: nats-server pid {procs['nats'].pid} on 127.0.0.1:{NATS_PORT}; nodes {nodes}",
             flush=True,
         )
     stopping = False

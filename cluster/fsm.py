@@ -22,7 +22,7 @@ from typing import Any
 from cluster import commands as c
 from protocol import errors
 from protocol.messages import FIRST, LAST_RECEIVED, NEW_ONLY, SEQUENCE_START, TIME_DELTA_START
-from store.api import ChannelRecord, ClientRecord, Store, StoreError, StoredMsg, SubRecord, WriteTxn
+from store.api import ChannelRecord, ClientRecord, Store, StoredMsg, StoreError, SubRecord, WriteTxn
 from store.limits import StoreLimits
 
 log = logging.getLogger("stanchion.fsm")

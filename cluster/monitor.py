@@ -197,9 +197,15 @@ class Monitor:
     def _sub_json(self, channel: str, sub: Any) -> dict[str, Any]:
         view = self.server.delivery.by_key.get((channel, sub.sub_id))
         pending = (
-            len(view.pending) if view is not None else len(self.server.store.pending(channel, sub.sub_id))
+            len(view.pending)
+            if view is not None
+            else len(self.server.store.pending(channel, sub.sub_id))
         )
-        out: dict[str, Any] = {"client_id": sub.client_id, "inbox": sub.inbox, "ack_inbox": sub.ack_inbox}
+        out: dict[str, Any] = {
+            "client_id": sub.client_id,
+            "inbox": sub.inbox,
+            "ack_inbox": sub.ack_inbox,
+        }
         if sub.durable_name:
             out["durable_name"] = sub.durable_name
         if sub.qgroup:

@@ -134,11 +134,15 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._single = not settings.partners
         self._log_bytes = 0
         self._compact_bytes = settings.compaction_bytes
-        journal = dump = None
+        journal = None
         if settings.data_dir is not None:
             os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
             journal = os.path.join(settings.data_dir, "raft.journal")
             dump = os.path.join(settings.data_dir, "raft.dump")
+        else:
+            # A memory store keeps nothing across restarts, but the in-memory
+            # journal must still be compacted; its snapshots hold Raft data only.
+            dump = os.path.join(glue.scratch_dir(), "raft.dump")
         conf = SyncObjConf(
             password=settings.password,
             autoTick=True,
@@ -208,6 +212,9 @@ class RaftGlue:
         self._on_role_change = on_role_change
         self._snapshot_thread: threading.Thread | None = None
         self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        #: Snapshots carry the store only when it is persistent.
+        self.snapshot_store = settings.data_dir is not None
         if not settings.raft_logging:
             logging.getLogger("pysyncobj").setLevel(logging.CRITICAL)
         self.node = _Node(settings, fsm, self)
@@ -263,6 +270,11 @@ class RaftGlue:
     def destroy(self) -> None:
         self.node.destroy()
 
+    def scratch_dir(self) -> str:
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="stanchion-raft-")
+        return self._scratch.name
+
     # -- snapshots (log compaction) ----------------------------------------------------
 
     def serialize(self, filename: str, raft_data: Any) -> None:  # Raft thread
@@ -278,7 +290,8 @@ class RaftGlue:
         fd, image = tempfile.mkstemp(dir=os.path.dirname(final), prefix=".snap-")
         os.close(fd)
         try:
-            self.fsm.store.snapshot(image)
+            if self.snapshot_store:
+                self.fsm.store.snapshot(image)
             with open(filename, "wb") as out, open(image, "rb") as src:
                 out.write(struct.pack(">Q", len(head)))
                 out.write(head)
@@ -317,6 +330,8 @@ class RaftGlue:
                     dst.write(chunk)
         try:
             store = self.fsm.store
+            if not self.snapshot_store or os.path.getsize(image) == 0:
+                return raft_data
             snap_index = store.snapshot_applied_index(image)
             if snap_index > store.applied_index():
                 log.info(

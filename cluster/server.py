@@ -347,7 +347,10 @@ class Server:
     async def _subscribe_leader_subjects(self) -> None:
         s = self.subjects
         sub = self.nc.subscribe
-        limits = {"pending_msgs_limit": _SUB_PENDING_MSGS, "pending_bytes_limit": _SUB_PENDING_BYTES}
+        limits = {
+            "pending_msgs_limit": _SUB_PENDING_MSGS,
+            "pending_bytes_limit": _SUB_PENDING_BYTES,
+        }
         self._leader_subs = [
             await sub(s.discover, cb=self._spawner(self.handle_connect), **limits),
             await sub(s.pings, cb=self.handle_ping, **limits),
@@ -375,7 +378,9 @@ class Server:
             except Exception:  # noqa: BLE001 - connection may be gone
                 pass
 
-    def _spawner(self, handler: Callable[[Msg], Awaitable[None]]) -> Callable[[Msg], Awaitable[None]]:
+    def _spawner(
+        self, handler: Callable[[Msg], Awaitable[None]]
+    ) -> Callable[[Msg], Awaitable[None]]:
         """Run each request of a subject in its own task, so a slow one
         (a duplicate-client probe, a commit) does not hold up the next."""
 
