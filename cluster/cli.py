@@ -193,8 +193,20 @@ async def run(cfg: ServerConfig, extra: dict[str, Any]) -> int:
     return exit_code
 
 
+#: Subcommands: ``stanchion <name> ...`` runs ``module.main(argv)``.
+SUBCOMMANDS = {
+    "bench": "cluster.bench",
+    "import-filestore": "cluster.importer",
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in SUBCOMMANDS:
+        import importlib
+
+        module = importlib.import_module(SUBCOMMANDS[args[0]])
+        sys.exit(module.main(args[1:]))
     try:
         values, rest = f.parse(args, FLAGS)
         if values.get("help"):
