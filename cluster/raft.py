@@ -180,8 +180,18 @@ class _Node(SyncObj):  # type: ignore[misc]
         # the next tick at once when this one appended something uncommitted.
         super()._checkCommandsToApply()
         if self._single and self._isLeader():
-            if self._SyncObj__raftCommitIndex < self._SyncObj__getCurrentLogIndex():
-                self._SyncObj__pipeNotifier.notify()
+            last = self._SyncObj__getCurrentLogIndex()
+            if self._SyncObj__raftCommitIndex < last:
+                # A group of one: whatever the leader appended in its current
+                # term is committed. Commit and apply it now instead of in the
+                # next tick (this is what the next tick would do).
+                if self._SyncObj__getCurrentLogTerm() == self._SyncObj__raftCurrentTerm:
+                    self._SyncObj__raftCommitIndex = last
+                    self._SyncObj__leaderCommitIndex = last
+                    self._SyncObj__raftLog.setRaftCommitIndex(last)
+                    self._SyncObj__applyLogEntries()
+                else:
+                    self._SyncObj__pipeNotifier.notify()
 
     @replicated  # type: ignore[misc]
     def apply_command(self, blob: bytes) -> Outcome:

@@ -630,13 +630,22 @@ class Server:
         if not known:
             return self._pub_ack(msg.reply, guid, errors.INVALID_PUB_REQ)
         self._pub_queue.append((channel, pm.reply, pm.data, guid, msg.reply))
-        if not self._pub_scheduled and self._pub_inflight < self.cfg.max_pub_proposals:
+        if self._pub_scheduled:
+            return
+        if self._pub_inflight == 0:
+            # Nothing in flight: replicate at once (lowest latency). Otherwise
+            # gather what arrives until this loop turn ends (group commit).
+            self._propose_publishes()
+        elif self._pub_inflight < self.cfg.max_pub_proposals:
             self._pub_scheduled = True
             self.loop.call_soon(self._propose_publishes)
 
     def _propose_publishes(self) -> None:
         self._pub_scheduled = False
         if not self.is_leader:
+            queued, self._pub_queue = self._pub_queue, []
+            for _ch, _reply, _data, guid, ack_subject in queued:
+                self._pub_ack(ack_subject, guid, errors.NOT_LEADER)
             return
         size = self.cfg.io_batch_size
         while self._pub_queue and self._pub_inflight < self.cfg.max_pub_proposals:

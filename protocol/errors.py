@@ -32,6 +32,14 @@ NOT_PREVIOUSLY_CLUSTERED = (
     "stan: cannot restart server in clustered mode if it was not previously clustered"
 )
 
+NO_CONFIGURED_CHANNEL = "stan: no configured channel"
+PARTITIONING_CLUSTERING = "stan: channels partitioning in clustering mode is not supported"
+
+
+def another_server(cluster_id: str) -> str:
+    return f"discovered another streaming server with cluster ID {go_quote(cluster_id)}"
+
+
 # Replication failures. The reference passes on its Raft library's texts; ours
 # are stable and say what happened.
 NOT_LEADER = "node is not the leader"
@@ -53,24 +61,32 @@ def cluster_id_mismatch(new: str, old: str) -> str:
 
 
 def go_quote(s: str) -> str:
-    """Quote like Go's ``%q`` for the printable text a channel name can hold."""
+    """Quote like Go's ``%q`` (strconv.Quote) for any text."""
     out = ['"']
     for ch in s:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch.isprintable():
+        code = ord(ch)
+        if ch in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[ch])
+        elif ch.isprintable() and code != 0x7F:
             out.append(ch)
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) > 0xFF else f"\\x{ord(ch):02x}")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
         else:
-            out.append(f"\\U{ord(ch):08x}")
+            out.append(f"\\U{code:08x}")
     out.append('"')
     return "".join(out)
+
+
+_SHORT_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}

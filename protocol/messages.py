@@ -6,7 +6,9 @@ generated code stays an implementation detail.
 
 from __future__ import annotations
 
-from google.protobuf.message import DecodeError
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
 
 from protocol.pb.stan_pb2 import (
     Ack,
@@ -91,7 +93,10 @@ def redelivered(raw: bytes, count: int) -> bytes:
     return raw + b"\x30\x01\x38" + varint(count)
 
 
-def decode(cls: type, payload: bytes):  # type: ignore[no-untyped-def]
+M = TypeVar("M", bound=Message)
+
+
+def decode(cls: type[M], payload: bytes) -> M | None:
     """Parse ``payload`` as ``cls``; return None when it is not valid protobuf."""
     msg = cls()
     try:

@@ -56,7 +56,9 @@ class Subjects:
 
 def is_valid_client_id(client_id: str) -> bool:
     """``^[a-zA-Z0-9_-]+$`` (ASCII only)."""
-    return bool(client_id) and client_id.isascii() and _CLIENT_ID_RE.match(client_id) is not None
+    return (
+        bool(client_id) and client_id.isascii() and _CLIENT_ID_RE.fullmatch(client_id) is not None
+    )
 
 
 def is_valid_channel(name: str) -> bool:
