@@ -48,12 +48,12 @@ from protocol.messages import (
     CtrlMsg,
     Ping,
     PingResponse,
-    PubAck,
     PubMsg,
     SubscriptionRequest,
     SubscriptionResponse,
     UnsubscribeRequest,
     decode,
+    encode_pub_ack,
 )
 from protocol.subjects import Subjects, is_valid_channel, is_valid_client_id
 from store import open_store
@@ -686,7 +686,7 @@ class Server:
 
     def _pub_ack(self, subject: str, guid: str, error: str = "") -> None:
         if subject:
-            self.outbox.send(subject, PubAck(guid=guid, error=error).SerializeToString())
+            self.outbox.send(subject, encode_pub_ack(guid, error))
 
     # -- subscriptions ---------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ __all__ = [
     "redelivered",
     "varint",
     "decode",
+    "encode_pub_ack",
 ]
 
 NEW_ONLY = 0
@@ -94,6 +95,18 @@ def redelivered(raw: bytes, count: int) -> bytes:
 
 
 M = TypeVar("M", bound=Message)
+
+
+def encode_pub_ack(guid: str, error: str = "") -> bytes:
+    """``PubAck{guid, error}`` encoded by hand: it is sent once per message."""
+    out = b""
+    if guid:
+        g = guid.encode()
+        out = b"\x0a" + varint(len(g)) + g
+    if error:
+        e = error.encode()
+        out += b"\x12" + varint(len(e)) + e
+    return out
 
 
 def decode(cls: type[M], payload: bytes) -> M | None:

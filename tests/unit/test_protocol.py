@@ -524,3 +524,12 @@ def test_go_quote_short_escapes(name: str, quoted: str) -> None:
 @pytest.mark.parametrize(("name", "quoted"), [("\x80", '"\\u0080"'), ("\xa0", '"\\u00a0"')])
 def test_go_quote_latin1_controls(name: str, quoted: str) -> None:
     assert errors.go_quote(name) == quoted
+
+
+@pytest.mark.parametrize(
+    ("guid", "error"), [("", ""), ("g", ""), ("abc" * 50, "stan: invalid publish request"), ("", "x")]
+)
+def test_encode_pub_ack_matches_protobuf(guid: str, error: str) -> None:
+    from protocol.messages import PubAck, encode_pub_ack
+
+    assert encode_pub_ack(guid, error) == PubAck(guid=guid, error=error).SerializeToString()
