@@ -9,6 +9,7 @@ a re-created channel never meets keys of its predecessor.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import struct
@@ -80,12 +81,20 @@ def _dec_server(raw: bytes) -> ServerInfo:
 
 def _enc_client(c: ClientRecord) -> bytes:
     return _pack(
-        [RECORD_VERSION, c.hb_inbox, c.conn_id, c.protocol, c.ping_interval, c.ping_max_out]
+        [
+            RECORD_VERSION,
+            c.hb_inbox,
+            c.conn_id,
+            c.protocol,
+            c.ping_interval,
+            c.ping_max_out,
+            c.client_id,
+        ]
     )
 
 
-def _dec_client(client_id: str, raw: bytes) -> ClientRecord:
-    _, hb_inbox, conn_id, protocol, ping_interval, ping_max_out = _unpack(raw, "client")
+def _dec_client(raw: bytes) -> ClientRecord:
+    _, hb_inbox, conn_id, protocol, ping_interval, ping_max_out, client_id = _unpack(raw, "client")
     return ClientRecord(client_id, hb_inbox, conn_id, protocol, ping_interval, ping_max_out)
 
 
@@ -107,14 +116,15 @@ def _enc_channel(c: ChannelRecord) -> bytes:
             c.last_timestamp,
             c.next_sub_id,
             c.last_activity,
+            c.name,
         ]
     )
 
 
-def _dec_channel(name: str, raw: bytes) -> ChannelRecord:
+def _dec_channel(raw: bytes) -> ChannelRecord:
     r = _unpack(raw, "channel")
     return ChannelRecord(
-        name=name,
+        name=r[14],
         channel_id=r[1],
         limits=ChannelLimits(r[2], r[3], r[4], r[5], r[6]),
         first_seq=r[7],
@@ -169,12 +179,12 @@ def _load_state(txn: _Txn[bytes], dbs: dict[bytes, Any]) -> MetaState:
     raw = txn.get(_META_SERVER, db=dbs[b"meta"])
     if raw is not None:
         state.server_info = _dec_server(raw)
-    for key, val in txn.cursor(db=dbs[b"clients"]):
-        cid = key.decode()
-        state.clients[cid] = _dec_client(cid, val)
+    for val in txn.cursor(db=dbs[b"clients"]).iternext(keys=False):
+        client = _dec_client(val)
+        state.clients[client.client_id] = client
     by_id: dict[int, str] = {}
-    for key, val in txn.cursor(db=dbs[b"channels"]):
-        ch = _dec_channel(key.decode(), val)
+    for val in txn.cursor(db=dbs[b"channels"]).iternext(keys=False):
+        ch = _dec_channel(val)
         state.channels[ch.name] = ch
         state.subs[ch.name] = {}
         by_id[ch.channel_id] = ch.name
@@ -223,7 +233,7 @@ class _LmdbWriteTxn(CachedWriteTxn):
         for name in self._dirty_channels:
             ch = s._channels.get(name)
             if ch is not None:
-                put(name.encode(), _enc_channel(ch), db=self._channels_db)
+                put(_name_key(name), _enc_channel(ch), db=self._channels_db)
         for name, sub_id in self._dirty_subs:
             ch = s._channels.get(name)
             sub = s._subs.get(name, {}).get(sub_id)
@@ -239,10 +249,10 @@ class _LmdbWriteTxn(CachedWriteTxn):
         self.txn.put(_META_SERVER, _enc_server(info), db=self._meta)
 
     def _h_put_client(self, client: ClientRecord) -> None:
-        self.txn.put(client.client_id.encode(), _enc_client(client), db=self._clients_db)
+        self.txn.put(_name_key(client.client_id), _enc_client(client), db=self._clients_db)
 
     def _h_delete_client(self, client_id: str) -> None:
-        self.txn.delete(client_id.encode(), db=self._clients_db)
+        self.txn.delete(_name_key(client_id), db=self._clients_db)
 
     def _h_channel_changed(self, ch: ChannelRecord) -> None:
         self._dirty_channels.add(ch.name)
@@ -254,7 +264,7 @@ class _LmdbWriteTxn(CachedWriteTxn):
         for sub_id in subs:
             self._dirty_subs.discard((ch.name, sub_id))
         txn = self.txn
-        txn.delete(ch.name.encode(), db=self._channels_db)
+        txn.delete(_name_key(ch.name), db=self._channels_db)
         prefix = _Q.pack(ch.channel_id)
         _delete_prefix(self._msgs_cur, prefix)
         _delete_prefix(txn.cursor(db=self._subs_db), prefix)
@@ -513,6 +523,23 @@ class LmdbStore(CachedStore):
 
     def disk_size(self) -> int:
         return os.stat(os.path.join(self.path, "data.mdb")).st_size
+
+
+#: LMDB keys are at most 511 bytes; longer names are keyed by their digest.
+_MAX_NAME_KEY = 400
+
+
+def _name_key(name: str) -> bytes:
+    """The key of a client or channel record (the record holds the full name).
+
+    Records are found through the in-memory caches, loaded by scanning, so a
+    key only has to be unique and stable: the name itself when it fits, else
+    a NUL byte and its SHA-256 (no valid name starts with NUL and is 33 bytes).
+    """
+    raw = name.encode()
+    if len(raw) <= _MAX_NAME_KEY:
+        return raw
+    return b"\x00" + hashlib.sha256(raw).digest()
 
 
 def _open_image(path: str) -> lmdb.Environment:

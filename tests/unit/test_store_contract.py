@@ -918,3 +918,24 @@ def test_store_100k_messages_in_batches(opener: Opener) -> None:
     ch = store.channels()["foo"]
     assert (ch.first_seq, ch.last_seq, ch.msgs) == (50_001, 100_000, 50_000)
     assert elapsed < 5.0, f"storing 100k messages took {elapsed:.2f}s"
+
+
+def test_long_names_round_trip(opener: Opener) -> None:
+    """Names longer than an LMDB key can be are stored and recovered whole."""
+    store = opener("db")
+    long_client = "c" * 5000
+    long_channel = "x." * 2000 + "end"
+    with store.write() as txn:
+        txn.put_client(ClientRecord(long_client, "hb"))
+        txn.create_channel(long_channel, 1, UNLIMITED, 10, 0)
+        txn.store_msg(long_channel, "", b"data", 11)
+    if store.kind == "LMDB":
+        store.close()
+        store = opener("db")
+    assert long_client in store.clients()
+    assert store.channels()[long_channel].last_seq == 1
+    with store.write() as txn:
+        txn.delete_client(long_client)
+        txn.delete_channel(long_channel)
+    assert long_client not in store.clients()
+    assert long_channel not in store.channels()
