@@ -129,7 +129,11 @@ class Server:
         path = None if cfg.store == "MEMORY" else os.path.join(cfg.dir, "store")
         if path is not None:
             os.makedirs(cfg.dir, mode=0o700, exist_ok=True)
-        self.store = open_store(cfg.store, path, sync=cfg.store_sync)
+        # Standalone, each store commit is fsynced (the reference's file_sync).
+        # Clustered, durability comes from replication to a majority, and only
+        # --cluster_sync fsyncs (the reference's default as well).
+        sync = cfg.cluster.sync if cfg.cluster.enabled else cfg.store_sync
+        self.store = open_store(cfg.store, path, sync=sync)
         self._check_server_info()
         self.fsm = StateMachine(self.store, cfg.limits)
         self.nc = await self._connect_nats()
