@@ -527,7 +527,8 @@ def test_go_quote_latin1_controls(name: str, quoted: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("guid", "error"), [("", ""), ("g", ""), ("abc" * 50, "stan: invalid publish request"), ("", "x")]
+    ("guid", "error"),
+    [("", ""), ("g", ""), ("abc" * 50, "stan: invalid publish request"), ("", "x")],
 )
 def test_encode_pub_ack_matches_protobuf(guid: str, error: str) -> None:
     from protocol.messages import PubAck, encode_pub_ack
