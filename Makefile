@@ -8,7 +8,9 @@ TESTSTAMP := $(VENV)/.installed-test
 NODESTAMP := tests/interop/node_modules/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install test test-unit test-integration test-cluster test-interop lint fmt proto cluster bench soak clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help venv install systemd-tools test test-unit test-integration test-cluster test-interop lint fmt proto cluster bench soak clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -41,10 +43,14 @@ fmt: $(TESTSTAMP) ## Format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(TESTSTAMP) $(NODESTAMP) lint ## Everything CI runs: lint, unit, integration, cluster and interop tests
+systemd-tools: ## systemd-analyze and systemd-sysusers for the deploy/ tests (Debian's systemd)
+	@command -v systemd-analyze >/dev/null && command -v systemd-sysusers >/dev/null || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends systemd; }
+
+test: $(TESTSTAMP) $(NODESTAMP) systemd-tools lint ## Everything CI runs: lint, unit, integration, cluster and interop tests
 	$(BIN)/python -m pytest -q tests
 
-test-unit: $(TESTSTAMP) ## Unit tests only (no sockets)
+test-unit: $(TESTSTAMP) systemd-tools ## Unit tests only (no sockets)
 	$(BIN)/python -m pytest -q tests/unit
 
 test-integration: $(TESTSTAMP) ## One node with a real nats-server
@@ -62,6 +68,9 @@ proto: ## Regenerate protocol/pb from stan.proto
 
 cluster: $(STAMP) ## Run nats-server and three nodes (a, b, c) in the foreground; Ctrl-C stops all
 	$(BIN)/python -m cluster.devcluster
+
+bench: $(STAMP) ## Benchmark suite, one table: 1 and 3 nodes vs raw nats-py (BENCH_ARGS=--quick, --csv=F)
+	$(BIN)/python -m cluster.bench_suite $(BENCH_ARGS)
 
 clean: ## Remove the virtualenv and local data
 	rm -rf $(VENV) .cluster tests/interop/node_modules

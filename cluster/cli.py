@@ -1,4 +1,16 @@
-"""``stanchion``: run one node, with the reference server's flags."""
+"""``stanchion``: run one node, with the reference server's flags.
+
+Process control, as the reference does it: SIGINT stops gracefully and exits
+0, SIGTERM stops gracefully and exits 143, SIGUSR1 reopens the log file,
+SIGHUP reloads the embedded nats-server's configuration (streaming options
+are not reloaded). A startup failure logs ``Failed to start: <err>`` and
+exits 1. ``-sl <signal>[=<pid|pidfile>]`` signals a running node.
+
+Under systemd (``NOTIFY_SOCKET`` set) the node sends ``READY=1`` once it
+serves: a standalone node when it is ready for clients, a cluster member as
+soon as it has started (store open, Raft and monitoring listening), since a
+member alone cannot elect a leader; ``STATUS=`` then follows its Raft role.
+"""
 
 from __future__ import annotations
 
@@ -7,190 +19,235 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from cluster import flags as f
-from cluster import logs
-from cluster.config import ClusterConfig, ServerConfig
-from protocol import errors
+from cluster import logs, natsconf
+from cluster.config import ServerConfig
+from cluster.options import FLAGS, ConfigFileError, RunOptions, build_config, merge, parse_peers
+
+__all__ = ["FLAGS", "build_config", "main", "parse_peers", "run"]
 
 log = logging.getLogger("stanchion.cli")
 
-F = f.Flag
-FLAGS: list[f.Flag] = [
-    F(("cid", "cluster_id"), "cluster_id", "str", "Cluster ID (default: test-cluster)"),
-    F(("st", "store"), "store", "str", "Store type: LMDB (default), FILE (same as LMDB), MEMORY"),
-    F(("dir",), "dir", "str", "Data directory (default: ./stanchion-data)"),
-    F(("mc", "max_channels"), "max_channels", "int", "Max number of channels (0 = unlimited)"),
-    F(("msu", "max_subs"), "max_subs", "int", "Max subscriptions per channel (0 = unlimited)"),
-    F(("mm", "max_msgs"), "max_msgs", "int", "Max messages per channel (0 = unlimited)"),
-    F(("mb", "max_bytes"), "max_bytes", "size", "Max bytes per channel (0 = unlimited)"),
-    F(("ma", "max_age"), "max_age", "duration", "Max age of messages (0 = unlimited)"),
-    F(("mi", "max_inactivity"), "max_inactivity", "duration", "Delete channels inactive this long"),
-    F(("ns", "nats_server"), "nats_server", "str", "URL of the NATS server (embedded otherwise)"),
-    F(("hbi", "hb_interval"), "hb_interval", "duration", "Server to client heartbeat interval"),
-    F(("hbt", "hb_timeout"), "hb_timeout", "duration", "Heartbeat reply timeout"),
-    F(
-        ("hbf", "hb_fail_count"),
-        "hb_fail_count",
-        "int",
-        "Failed heartbeats before a client is closed",
-    ),
-    F(("replace_durable",), "replace_durable", "bool", "Replace an active durable on resubscribe"),
-    F(("io_batch_size",), "io_batch_size", "int", "Max messages per replicated publish batch"),
-    F(("file_sync",), "file_sync", "bool", "fsync every store commit (default true)"),
-    F(("clustered",), "clustered", "bool", "Run as a member of a Raft cluster"),
-    F(("cluster_node_id",), "cluster_node_id", "str", "This node's ID"),
-    F(
-        ("cluster_peers",),
-        "cluster_peers",
-        "str",
-        "Members as id=host:port,... (Raft TCP addresses, self included)",
-    ),
-    F(
-        ("cluster_log_path",),
-        "cluster_log_path",
-        "str",
-        "Raft journal directory (default <dir>/raft)",
-    ),
-    F(("cluster_sync",), "cluster_sync", "bool", "fsync the Raft journal on every write"),
-    F(("cluster_raft_logging",), "cluster_raft_logging", "bool", "Log the Raft library's messages"),
-    F(("cluster_secret",), "cluster_secret", "str", "Shared secret of the Raft transport"),
-    F(("a", "addr"), "addr", "str", "Embedded NATS server: listen host (default 0.0.0.0)"),
-    F(("p", "port"), "port", "int", "Embedded NATS server: client port (default 4222)"),
-    F(("m", "http_port"), "http_port", "int", "HTTP monitoring port"),
-    F(("user",), "user", "str", "NATS user"),
-    F(("pass",), "pass", "str", "NATS password"),
-    F(("auth",), "auth", "str", "NATS authorization token"),
-    F(("SD", "stan_debug"), "stan_debug", "bool", "Streaming debug logs"),
-    F(("SV", "stan_trace"), "stan_trace", "bool", "Streaming protocol trace"),
-    F(("SDV",), "stan_debug_trace", "bool", "Both -SD and -SV"),
-    F(("D", "debug"), "debug", "bool", "NATS debug logs"),
-    F(("V", "trace"), "trace", "bool", "NATS trace logs"),
-    F(("DV",), "debug_trace", "bool", "Both -D and -V"),
-    F(("T", "logtime"), "logtime", "bool", "Time stamps in logs (default true)"),
-    F(("l", "log"), "log_file", "str", "Log file"),
-    F(("h", "help"), "help", "bool", "Show this help"),
-    F(("v", "version"), "version", "bool", "Show the version"),
-]
+#: Exit status after SIGTERM (128 + 15), as the reference.
+EXIT_SIGTERM = 143
+#: ``-sl`` commands: nats-server's names and signals.
+SIGNAL_COMMANDS = {
+    "stop": signal.SIGKILL,
+    "quit": signal.SIGINT,
+    "term": signal.SIGTERM,
+    "reopen": signal.SIGUSR1,
+    "reload": signal.SIGHUP,
+}
+#: Seconds between checks that the embedded nats-server is still running.
+CHILD_CHECK_INTERVAL = 1.0
+
+USAGE = """Usage: stanchion [options]
+       stanchion -sl <stop|quit|term|reopen|reload>[=<pid|pidfile>]
+
+Flags are written -name or --name, values as -name value or -name=value;
+booleans are set by -name and cleared by -name=false.
+"""
+
+TLS_HELP = """TLS options:
+  Towards the NATS server (this node is a client):
+    -secure                  TLS without verifying the server's certificate
+    -tls_client_cert FILE    client certificate (with -tls_client_key)
+    -tls_client_key FILE     client private key
+    -tls_client_cacert FILE  CA that signed the NATS server's certificate
+  Embedded nats-server, and the -ms https monitoring port:
+    --tls --tlscert FILE --tlskey FILE [--tlsverify --tlscacert FILE]
+"""
 
 
-def build_config(values: dict[str, Any]) -> tuple[ServerConfig, dict[str, Any]]:
-    """A ServerConfig from parsed flag values (reference defaults for the rest)."""
-    cfg = ServerConfig()
-    if "cluster_id" in values:
-        cfg.cluster_id = values["cluster_id"]
-    if "store" in values:
-        kind = values["store"].upper()
-        if kind in ("FILE", "LMDB"):
-            cfg.store = "LMDB"
-        elif kind == "MEMORY":
-            cfg.store = "MEMORY"
-        elif kind == "SQL":
-            raise f.FlagError("SQL store is not supported by stanchion: use -st FILE (LMDB)")
-        else:
-            raise f.FlagError(f"unsupported store type: {values['store']}")
-    if "dir" in values:
-        cfg.dir = values["dir"]
-    lim = cfg.limits
-    for key, attr in (
-        ("max_channels", "max_channels"),
-        ("max_subs", "max_subs"),
-        ("max_msgs", "max_msgs"),
-        ("max_bytes", "max_bytes"),
-        ("max_age", "max_age"),
-        ("max_inactivity", "max_inactivity"),
-    ):
-        if key in values:
-            setattr(lim, attr, values[key])
-    lim.validate()
-    if "nats_server" in values:
-        cfg.nats_urls = [u.strip() for u in values["nats_server"].split(",") if u.strip()]
-    for key in ("hb_interval", "hb_timeout", "hb_fail_count", "replace_durable", "io_batch_size"):
-        if key in values:
-            setattr(cfg, key, values[key])
-    if "file_sync" in values:
-        cfg.store_sync = values["file_sync"]
-    cfg.nats_user = values.get("user", "")
-    cfg.nats_pass = values.get("pass", "")
-    cfg.nats_token = values.get("auth", "")
-    cfg.http_port = values.get("http_port", 0)
-    cl = ClusterConfig(enabled=values.get("clustered", False))
-    cl.node_id = values.get("cluster_node_id", "")
-    cl.log_path = values.get("cluster_log_path", "")
-    cl.sync = values.get("cluster_sync", False)
-    cl.raft_logging = values.get("cluster_raft_logging", False)
-    cl.secret = values.get("cluster_secret") or os.environ.get("STANCHION_CLUSTER_SECRET")
-    if "cluster_peers" in values:
-        cl.peers = parse_peers(values["cluster_peers"])
-    if cl.enabled:
-        if cfg.store == "MEMORY":
-            raise f.FlagError(errors.CLUSTERING_MEMORY_STORE)
-        if not cl.node_id or cl.node_id not in cl.peers:
-            raise f.FlagError(
-                "clustered mode needs --cluster_node_id and --cluster_peers with "
-                "id=host:port for every member, this node included"
-            )
-    cfg.cluster = cl
-    extra = {
-        "addr": values.get("addr", "0.0.0.0"),
-        "port": values.get("port", 4222),
-    }
-    return cfg, extra
+# -- systemd readiness -------------------------------------------------------------------------
 
 
-def parse_peers(text: str) -> dict[str, str]:
-    """``a=127.0.0.1:7001,b=127.0.0.1:7002`` -> {node id: address}."""
-    peers: dict[str, str] = {}
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
+def sd_notify(state: str) -> bool:
+    """Send ``state`` (``READY=1``...) to systemd if it asked (NOTIFY_SOCKET); True if sent."""
+    path = os.environ.get("NOTIFY_SOCKET", "")
+    if not path:
+        return False
+    address = "\0" + path[1:] if path.startswith("@") else path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("systemd notification failed state=%s err=%s", state.split("\n")[0], exc)
+        return False
+    return True
+
+
+# -- -sl ----------------------------------------------------------------------------------------
+
+
+def _running_nodes() -> list[int]:
+    """PIDs of other stanchion node processes on this host (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        node, eq, addr = item.partition("=")
-        if not eq or ":" not in addr:
-            raise f.FlagError(f'invalid cluster peer "{item}": expected id=host:port')
-        peers[node.strip()] = addr.strip()
-    return peers
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        names = [os.path.basename(a.decode(errors="replace")) for a in argv[:3]]
+        if "stanchion" in names or b"cluster.cli" in argv[:3]:
+            found.append(int(entry.name))
+    return sorted(found)
 
 
-async def run(cfg: ServerConfig, extra: dict[str, Any]) -> int:
+def send_signal(spec: str, pid_file: str = "") -> None:
+    """``-sl stop|quit|term|reopen|reload[=<pid|pidfile>]``: signal a running node."""
+    command, _, target = spec.partition("=")
+    sig = SIGNAL_COMMANDS.get(command.lower())
+    if sig is None:
+        if command.lower() == "ldm":
+            raise f.FlagError("lame duck mode is not supported by stanchion")
+        raise f.FlagError(f'unknown signal "{command}"')
+    target = target or pid_file
+    if not target:
+        pids = _running_nodes()
+        if not pids:
+            raise f.FlagError("no stanchion processes running")
+        if len(pids) > 1:
+            listed = "\n".join(str(p) for p in pids)
+            raise f.FlagError(f"multiple stanchion processes running:\n{listed}")
+        pid = pids[0]
+    elif target.isdigit():
+        pid = int(target)
+    else:
+        try:
+            pid = int(Path(target).read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise f.FlagError(f"could not read pid from {target}: {exc}") from None
+    try:
+        os.kill(pid, sig)
+    except OSError as exc:
+        raise f.FlagError(f"could not send {command} to pid {pid}: {exc}") from None
+
+
+# -- running a node -------------------------------------------------------------------------------
+
+
+async def run(cfg: ServerConfig, opts: RunOptions | None = None) -> int:
+    """Run a node until SIGINT or SIGTERM; return the exit status."""
     from cluster.monitor import Monitor
     from cluster.natsproc import EmbeddedNats
     from cluster.server import Server
 
-    embedded = None
-    if not cfg.nats_urls:
-        embedded = EmbeddedNats(extra["addr"], extra["port"])
-        await embedded.start()
-        cfg.nats_urls = [embedded.url]
-    server = Server(cfg)
-    monitor = None
-    stop = asyncio.Event()
+    opts = opts or RunOptions()
     loop = asyncio.get_running_loop()
-    exit_code = 0
+    stop = asyncio.Event()
+    exit_code = 1  # unless a signal asked us to stop
+    embedded: EmbeddedNats | None = None
 
-    def on_signal(sig: int) -> None:
+    def on_stop(sig: int) -> None:
         nonlocal exit_code
-        exit_code = 0 if sig == signal.SIGINT else 143
+        exit_code = 0 if sig == signal.SIGINT else EXIT_SIGTERM
         stop.set()
 
+    def on_hup() -> None:
+        if embedded is None:
+            log.warning("Reload supported only for embedded NATS Server's configuration")
+            return
+        log.info("reloading the embedded NATS server's configuration")
+        embedded.reload()
+
+    def on_usr1() -> None:
+        logs.reopen()
+        log.info("log file reopened")
+        if embedded is not None:
+            embedded.reopen_log()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
+        loop.add_signal_handler(sig, on_stop, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGUSR1, on_usr1)
+
+    if opts.pid_file:
+        Path(opts.pid_file).write_text(str(os.getpid()))
+    server: Server | None = None
+    monitors: list[Monitor] = []
+    tasks: list[asyncio.Task[Any]] = []
     try:
+        if not cfg.nats_urls:
+            embedded = EmbeddedNats(
+                opts.nats_addr, opts.nats_port, opts.nats_args, opts.nats_config
+            )
+            await embedded.start()
+            cfg.nats_urls = [embedded.url]
+        server = Server(cfg)
         await server.start()
+        cl = cfg.cluster
+        logs.log_startup(
+            cfg.limits,
+            clustered=cl.enabled,
+            node_id=cl.node_id,
+            log_path=cl.log_path or os.path.join(cfg.dir, "raft"),
+            peers=cl.peers,
+        )
         if cfg.http_port:
-            monitor = Monitor(server, cfg.http_host, cfg.http_port)
+            monitors.append(Monitor(server, cfg.http_host, cfg.http_port))
+        if opts.https_port:
+            monitors.append(
+                Monitor(server, cfg.http_host, opts.https_port, tls=(opts.tls_cert, opts.tls_key))
+            )
+        for monitor in monitors:
             await monitor.start()
+        tasks.append(asyncio.ensure_future(_notify_systemd(server)))
+        if embedded is not None:
+            tasks.append(asyncio.ensure_future(_watch_child(embedded, stop)))
         await stop.wait()
     finally:
-        if monitor is not None:
-            await monitor.stop()
-        with contextlib.suppress(Exception):
-            await server.stop()
+        sd_notify("STOPPING=1")
+        for task in tasks:
+            task.cancel()
+        for monitor in monitors:
+            with contextlib.suppress(Exception):
+                await monitor.stop()
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.stop()
         if embedded is not None:
             embedded.stop()
+        if opts.pid_file:
+            with contextlib.suppress(OSError):
+                os.unlink(opts.pid_file)
     return exit_code
+
+
+async def _notify_systemd(server: Any) -> None:
+    """READY=1 as described in the module docstring, then STATUS= on role changes."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    clustered = server.cfg.cluster.enabled
+    if not clustered:
+        await server.ready.wait()
+    sd_notify(f"READY=1\nSTATUS=started\nMAINPID={os.getpid()}")
+    last = ""
+    while clustered:
+        role = server.raft.role()
+        if role != last:
+            sd_notify(f"STATUS=Raft role {role}")
+            last = role
+        await asyncio.sleep(1.0)
+
+
+async def _watch_child(embedded: Any, stop: asyncio.Event) -> None:
+    """Stop the node (exit 1) if the embedded nats-server dies."""
+    while True:
+        await asyncio.sleep(CHILD_CHECK_INTERVAL)
+        proc = embedded.proc
+        if proc is not None and proc.poll() is not None:
+            log.critical("embedded NATS server exited with status %s", proc.returncode)
+            stop.set()
+            return
 
 
 #: Subcommands: ``stanchion <name> ...`` runs ``module.main(argv)``.
@@ -208,34 +265,47 @@ def main(argv: list[str] | None = None) -> None:
         module = importlib.import_module(SUBCOMMANDS[args[0]])
         sys.exit(module.main(args[1:]))
     try:
-        values, rest = f.parse(args, FLAGS)
-        if values.get("help"):
-            print("Usage: stanchion [options]\n\nOptions:\n" + f.usage(FLAGS))
+        flag_values, rest = f.parse(args, FLAGS)
+        if flag_values.get("help"):
+            print(USAGE + "\n" + f.usage(FLAGS))
             return
-        if values.get("version"):
-            from cluster.server import VERSION
+        if flag_values.get("help_tls"):
+            print(TLS_HELP)
+            return
+        if flag_values.get("version"):
+            from cluster.server import REFERENCE_VERSION, VERSION
 
-            print(f"stanchion version {VERSION}")
+            print(f"stanchion version {VERSION} (nats-streaming-server {REFERENCE_VERSION})")
             return
         if rest:
             raise f.FlagError(f"unexpected argument: {rest[0]}")
-        cfg, extra = build_config(values)
-    except (f.FlagError, ValueError) as exc:
+        if "signal" in flag_values:
+            send_signal(flag_values["signal"], flag_values.get("pid_file", ""))
+            return
+        values = merge(flag_values)
+        cfg, opts = build_config(values, set(flag_values))
+        logs.setup(
+            debug=opts.stan_debug,
+            trace=opts.stan_trace,
+            timestamps=opts.logtime,
+            log_file=opts.log_file,
+            syslog=opts.syslog,
+            remote_syslog=opts.remote_syslog,
+            syslog_name=opts.syslog_name,
+        )
+    except (f.FlagError, ConfigFileError, natsconf.ConfigError, ValueError, OSError) as exc:
         print(f"stanchion: {exc}", file=sys.stderr)
         sys.exit(1)
-    both = values.get("stan_debug_trace", False)
-    logs.setup(
-        debug=values.get("stan_debug", both),
-        trace=values.get("stan_trace", both),
-        timestamps=values.get("logtime", True),
-        log_file=values.get("log_file", ""),
-    )
+    for notice in opts.notices:
+        log.warning("%s", notice)
     try:
         import uvloop
 
-        code = uvloop.run(run(cfg, extra))
+        code = uvloop.run(run(cfg, opts))
     except Exception as exc:  # noqa: BLE001 - startup failure: report and exit 1
-        logging.getLogger("stanchion").critical("Failed to start: %s", exc, exc_info=True)
+        logging.getLogger("stanchion").critical(
+            "Failed to start: %s", exc, exc_info=opts.stan_debug
+        )
         sys.exit(1)
     sys.exit(code)
 

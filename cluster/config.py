@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from store.limits import StoreLimits
 
@@ -44,6 +45,10 @@ class ServerConfig:
     nats_user: str = ""
     nats_pass: str = ""
     nats_token: str = ""
+    #: More keyword arguments for ``nats.connect`` of the server's own
+    #: connections: ``tls`` (ssl.SSLContext), ``tls_hostname``,
+    #: ``user_credentials``, ``nkeys_seed``.
+    nats_connect_extra: dict[str, Any] = field(default_factory=dict)
     limits: StoreLimits = field(default_factory=StoreLimits)
     #: Server -> client heartbeats (ns for intervals, count for failures).
     hb_interval: int = 30 * SECOND

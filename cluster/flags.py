@@ -96,8 +96,10 @@ class Flag:
     metavar: str = ""
     #: For flags that only exist for compatibility: why they do nothing here.
     ignored: str = ""
-    #: For flags refused with an explanation.
+    #: For flags refused with an explanation (a boolean set to false is accepted).
     refused: str = ""
+    #: ``--help`` section.
+    group: str = ""
 
 
 def parse(argv: list[str], table: list[Flag]) -> tuple[dict[str, Any], list[str]]:
@@ -124,9 +126,10 @@ def parse(argv: list[str], table: list[Flag]) -> tuple[dict[str, Any], list[str]
             continue
         body = arg[2:] if arg.startswith("--") else arg[1:]
         name, eq, value = body.partition("=")
-        flag = by_name.get(name)
-        if flag is None:
+        found = by_name.get(name)
+        if found is None:
             raise FlagError(f"flag provided but not defined: -{name}")
+        flag = found
         if flag.kind == "bool":
             values[flag.dest] = parse_bool(value) if eq else True
             continue
@@ -152,11 +155,23 @@ def convert(flag: Flag, name: str, value: str) -> Any:
     return value
 
 
+def flag_names(flag: Flag) -> str:
+    """``-cid, --cluster_id``, ``--dir``, ``-SDV``: short names with one dash, as in the
+    reference's help (a short name is the first of several, or upper case)."""
+
+    def short(i: int, name: str) -> bool:
+        return len(name) <= 3 and ((i == 0 and len(flag.names) > 1) or not name.islower())
+
+    return ", ".join(("-" if short(i, n) else "--") + n for i, n in enumerate(flag.names))
+
+
 def usage(table: list[Flag]) -> str:
-    lines = []
+    """Help text: one section per ``group``, in the order groups first appear."""
+    sections: dict[str, list[str]] = {}
     for flag in table:
-        names = ", ".join(("-" if len(n) <= 3 else "--") + n for n in flag.names)
         meta = f" <{flag.metavar or flag.kind}>" if flag.kind != "bool" else ""
-        note = f" ({flag.ignored or flag.refused})" if flag.ignored or flag.refused else ""
-        lines.append(f"    {names + meta:<40} {flag.help}{note}")
-    return "\n".join(lines)
+        note = flag.ignored or flag.refused
+        text = f"{flag.help} ({note})" if note else flag.help
+        line = f"    {flag_names(flag) + meta:<42} {text}"
+        sections.setdefault(flag.group or "Options", []).append(line)
+    return "\n\n".join(f"{title}:\n" + "\n".join(lines) for title, lines in sections.items())

@@ -121,11 +121,22 @@ class Server:
         self.in_msgs = 0
         self.in_bytes = 0
         self.stopping = False
+        #: Called with the seconds from proposing a command to its local
+        #: apply (set by the metrics endpoint).
+        self.commit_latency_observer: Callable[[float], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
         cfg = self.cfg
+        log.info(
+            "Starting stanchion[%s] version %s (nats-streaming %s compatible)",
+            cfg.cluster_id,
+            VERSION,
+            REFERENCE_VERSION,
+        )
+        log.info("ServerID: %s", self.server_id)
+        log.info("Recovering the state...")
         path = None if cfg.store == "MEMORY" else os.path.join(cfg.dir, "store")
         if path is not None:
             os.makedirs(cfg.dir, mode=0o700, exist_ok=True)
@@ -135,6 +146,10 @@ class Server:
         sync = cfg.cluster.sync if cfg.cluster.enabled else cfg.store_sync
         self.store = open_store(cfg.store, path, sync=sync)
         self._check_server_info()
+        # Operators grep for the reference's store names: LMDB plays FILE.
+        log.info("Message store is %s", "MEMORY" if self.store.kind == "MEMORY" else "FILE (LMDB)")
+        if path is not None:
+            log.info("Store location: %s", cfg.dir)
         self.fsm = StateMachine(self.store, cfg.limits)
         self.nc = await self._connect_nats()
         self.outbox = Outbox(self.nc)
@@ -146,16 +161,6 @@ class Server:
             cfg.sent_ack_flush_events,
         )
         self.raft = RaftGlue(self._raft_settings(), self.fsm, self.loop, self._on_role_change)
-        log.info(
-            "Starting stanchion[%s] version %s (nats-streaming %s compatible)",
-            cfg.cluster_id,
-            VERSION,
-            REFERENCE_VERSION,
-        )
-        log.info("ServerID: %s", self.server_id)
-        log.info("Message store is %s", self.store.kind)
-        if path is not None:
-            log.info("Store location: %s", cfg.dir)
 
     def _check_server_info(self) -> None:
         info = self.store.server_info()
@@ -216,6 +221,7 @@ class Server:
             opts["password"] = cfg.nats_pass
         if cfg.nats_token:
             opts["token"] = cfg.nats_token
+        opts.update(cfg.nats_connect_extra)
         return await nats.connect(**opts)
 
     async def _nats_error(self, exc: Exception) -> None:
@@ -396,7 +402,11 @@ class Server:
     # -- proposals ------------------------------------------------------------------------
 
     async def _propose(self, cmd: c.Command) -> Outcome:
-        return await self.raft.propose(c.encode(cmd), timeout=PROPOSAL_TIMEOUT)
+        start = self.loop.time()
+        out = await self.raft.propose(c.encode(cmd), timeout=PROPOSAL_TIMEOUT)
+        if self.commit_latency_observer is not None:
+            self.commit_latency_observer(self.loop.time() - start)
+        return out
 
     def _apply_events(self, events: list[Event]) -> None:
         for ev in events:
@@ -658,12 +668,18 @@ class Server:
             blob = c.encode_publish(time.time_ns(), [(m[0], m[1], m[2]) for m in batch])
             self._pub_inflight += 1
             fut = self.raft.propose(blob, timeout=PROPOSAL_TIMEOUT)
-            fut.add_done_callback(lambda f, b=batch: self._publish_done(b, f))
+            start = self.loop.time()
+            fut.add_done_callback(lambda f, b=batch, t=start: self._publish_done(b, f, t))
 
     def _publish_done(
-        self, batch: list[tuple[str, str, bytes, str, str]], fut: asyncio.Future[Outcome]
+        self,
+        batch: list[tuple[str, str, bytes, str, str]],
+        fut: asyncio.Future[Outcome],
+        started: float,
     ) -> None:
         self._pub_inflight -= 1
+        if self.commit_latency_observer is not None:
+            self.commit_latency_observer(self.loop.time() - started)
         try:
             out = fut.result()
         except ProposalError as exc:
