@@ -245,7 +245,8 @@ class Delivery:
         if not view.initialized or view.new_on_hold or view.stalled:
             return
         while len(view.pending) < view.max_inflight:
-            page = self._next_page(view.channel, view.last_sent + 1, hint, view)
+            room = view.max_inflight - len(view.pending)
+            page = self._next_page(view.channel, view.last_sent + 1, hint, room, view)
             if not page:
                 return
             hint = None
@@ -259,7 +260,12 @@ class Delivery:
             return
         channel = group.members[0].channel
         while self._can_take(group):
-            page = self._next_page(channel, group.last_sent + 1, hint, None, group)
+            room = sum(
+                max(0, m.max_inflight - len(m.pending))
+                for m in group.members
+                if m.initialized and not m.new_on_hold
+            )
+            page = self._next_page(channel, group.last_sent + 1, hint, room, None, group)
             if not page:
                 return
             hint = None
@@ -279,10 +285,12 @@ class Delivery:
         channel: str,
         start: int,
         hint: list[StoredMsg] | None,
+        room: int,
         view: SubView | None,
         group: QueueGroup | None = None,
     ) -> list[StoredMsg]:
-        """Messages from ``start`` on; jumps a cursor that fell below the first stored."""
+        """At most ``room`` messages from ``start`` on (never more than a page);
+        jumps a cursor that fell below the first stored message."""
         rec = self.store.channels().get(channel)
         if rec is None or start > rec.last_seq:
             return []
@@ -292,11 +300,12 @@ class Delivery:
             if group is not None:
                 group.last_sent = rec.first_seq - 1
             start = rec.first_seq
+        count = max(1, min(room, PAGE))
         if hint and hint[0].seq <= start <= hint[-1].seq:
-            page = [m for m in hint if m.seq >= start]
-            if page and page[0].seq == start:
-                return page
-        return self.store.read_msgs(channel, start, PAGE)
+            first = start - hint[0].seq
+            if first < len(hint) and hint[first].seq == start:
+                return hint[first : first + count]
+        return self.store.read_msgs(channel, start, count)
 
     def _pick(self, group: QueueGroup, *, force: bool = False) -> SubView | None:
         """Queue member selection (SEMANTICS §5.6)."""
