@@ -29,6 +29,9 @@ class ClusterConfig:
     election_max: float = 0.8
     heartbeat_period: float = 0.05
     leader_fallback: float = 1.0
+    #: Bytes of Raft log after which the store is snapshotted and the journal
+    #: trimmed (pysyncobj keeps the whole journal in memory until then).
+    compact_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)

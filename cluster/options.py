@@ -227,6 +227,13 @@ FLAGS: list[f.Flag] = [
         group=_CLUSTER,
     ),
     F(
+        ("cluster_compact_size",),
+        "cluster_compact_size",
+        "size",
+        "Snapshot the store and trim the Raft journal after this much log (default 64MB)",
+        group=_CLUSTER,
+    ),
+    F(
         ("cluster_raft_logging",),
         "cluster_raft_logging",
         "bool",
@@ -657,6 +664,8 @@ def _cluster(values: dict[str, Any], cfg: ServerConfig) -> ClusterConfig:
     cl.log_path = values.get("cluster_log_path", "")
     cl.sync = bool(values.get("cluster_sync", False))
     cl.raft_logging = bool(values.get("cluster_raft_logging", False))
+    if values.get("cluster_compact_size"):
+        cl.compact_bytes = int(values["cluster_compact_size"])
     cl.secret = values.get("cluster_secret") or os.environ.get("STANCHION_CLUSTER_SECRET")
     peers = values.get("cluster_peers")
     if peers:

@@ -21,12 +21,14 @@ cannot reach a majority steps down after about a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pickle
 import struct
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -180,6 +182,9 @@ class _Node(SyncObj):  # type: ignore[misc]
             logCompactionMinEntries=settings.compaction_min_entries,
             logCompactionMinTime=settings.compaction_min_time,
             logCompactionSplit=bool(settings.partners),
+            # Snapshots travel to a lagging follower in chunks of this size,
+            # one per heartbeat: 64 KB (the default) would take minutes.
+            logCompactionBatchSize=4 * 1024 * 1024,
             serializer=glue.serialize,
             deserializer=glue.deserialize,
             serializeChecker=glue.serialize_state,
@@ -309,40 +314,63 @@ class RaftGlue:
     # -- snapshots (log compaction) ----------------------------------------------------
 
     def serialize(self, filename: str, raft_data: Any) -> None:  # Raft thread
-        """Write the store and pysyncobj's own data to ``filename`` (a temp name).
+        """Start writing a snapshot; pysyncobj polls ``serialize_state``.
 
-        Runs on the Raft thread while no entry is being applied, so the store
-        copy matches the log position pysyncobj records. File layout: 8-byte
-        big-endian length of the pickled raft data, the pickle, then the store
-        image.
+        The copy runs in its own thread so the Raft thread keeps sending
+        heartbeats. Its LMDB read transaction begins after the entry pysyncobj
+        records (``raft_data``) was applied, so the image holds that state or a
+        later one, and records its own applied index: a node restoring it skips
+        the entries the image already contains. pysyncobj then tries to rename
+        its temporary name and fails (nothing is written there); the result
+        comes from ``serialize_state`` instead.
         """
         final = filename[: -len(".tmp")] if filename.endswith(".tmp") else filename
         head = pickle.dumps(raft_data, protocol=_PICKLE_PROTOCOL)
+        self._snapshot_state = SERIALIZER_STATE.SERIALIZING
+        self._snapshot_thread = threading.Thread(
+            target=self._write_snapshot, args=(final, head), name="snapshot", daemon=True
+        )
+        self._snapshot_thread.start()
+
+    def _write_snapshot(self, final: str, head: bytes) -> None:  # snapshot thread
+        """File layout: 8-byte big-endian length of the pickled raft data, the
+        pickle, then the store image. Written aside and renamed into place."""
+        partial = final + ".partial"
         fd, image = tempfile.mkstemp(dir=os.path.dirname(final), prefix=".snap-")
         os.close(fd)
+        started = time.monotonic()
         try:
             if self.snapshot_store:
                 self.fsm.store.snapshot(image)
-            with open(filename, "wb") as out, open(image, "rb") as src:
+            with open(partial, "wb") as out, open(image, "rb") as src:
                 out.write(struct.pack(">Q", len(head)))
                 out.write(head)
                 while chunk := src.read(1 << 20):
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
+            os.replace(partial, final)
             self._snapshot_state = SERIALIZER_STATE.SUCCESS
-            log.info("snapshot written file=%s index=%d", final, self.fsm.store.applied_index())
+            log.info(
+                "snapshot written file=%s bytes=%d seconds=%.3f",
+                final,
+                os.path.getsize(final),
+                time.monotonic() - started,
+            )
         except Exception:
             self._snapshot_state = SERIALIZER_STATE.FAILED
             log.exception("snapshot failed file=%s", final)
-            raise
         finally:
-            os.unlink(image)
+            with contextlib.suppress(OSError):
+                os.unlink(image)
 
-    def serialize_state(self) -> int:
-        # The serializer above is synchronous: when pysyncobj asks, it is done.
+    def serialize_state(self) -> int:  # Raft thread
+        thread = self._snapshot_thread
+        if thread is not None and thread.is_alive():
+            return int(SERIALIZER_STATE.SERIALIZING)
         state = self._snapshot_state
-        self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
+        if state != SERIALIZER_STATE.SERIALIZING:
+            self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
         return int(state)
 
     def deserialize(self, filename: str) -> Any:  # Raft thread

@@ -200,6 +200,7 @@ class Server:
             election_max=cl.election_max if cl.enabled else 0.3,
             heartbeat_period=cl.heartbeat_period,
             leader_fallback=cl.leader_fallback,
+            compaction_bytes=cl.compact_bytes,
             raft_logging=cl.raft_logging,
         )
 
