@@ -10,7 +10,7 @@ NODESTAMP := tests/interop/node_modules/.installed
 .DEFAULT_GOAL := help
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv install systemd-tools test test-unit test-integration test-cluster test-interop lint fmt proto cluster bench soak clean
+.PHONY: bench-memory help venv install systemd-tools test test-unit test-integration test-cluster test-interop lint fmt proto cluster bench soak clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ cluster: $(STAMP) ## Run nats-server and three nodes (a, b, c) in the foreground
 
 bench: $(STAMP) ## Benchmark suite, one table: 1 and 3 nodes vs raw nats-py (BENCH_ARGS=--quick, --csv=F)
 	$(BIN)/python -m cluster.bench_suite $(BENCH_ARGS)
+
+bench-memory: $(STAMP) ## Memory of one node holding 1M messages while a subscriber reads them all
+	$(BIN)/python -m cluster.bench_memory $(BENCH_ARGS)
 
 clean: ## Remove the virtualenv and local data
 	rm -rf $(VENV) .cluster tests/interop/node_modules

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
 import os
 import pickle
 import struct
@@ -81,6 +82,10 @@ ROLE_LEADER = "Leader"
 ROLE_FOLLOWER = "Follower"
 ROLE_CANDIDATE = "Candidate"
 _ROLES = {0: ROLE_FOLLOWER, 1: ROLE_CANDIDATE, 2: ROLE_LEADER}
+
+
+#: Seconds between releases of mapped file pages from the resident set.
+TRIM_INTERVAL = 5.0
 
 
 class ProposalError(Exception):
@@ -155,6 +160,7 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._fsm = fsm
         self._glue = glue
         self._single = not settings.partners
+        self._next_trim = 0.0
         self._log_bytes = 0
         self._compact_bytes = settings.compaction_bytes
         journal = None
@@ -205,6 +211,10 @@ class _Node(SyncObj):  # type: ignore[misc]
         # (50 ms). A leader without partners gets no socket activity, so wake
         # the next tick at once when this one appended something uncommitted.
         super()._checkCommandsToApply()
+        now = time.monotonic()
+        if now >= self._next_trim:
+            self._next_trim = now + TRIM_INTERVAL
+            self._trim_journal_pages()
         if self._single and self._isLeader():
             last = self._SyncObj__getCurrentLogIndex()
             if self._SyncObj__raftCommitIndex < last:
@@ -218,6 +228,22 @@ class _Node(SyncObj):  # type: ignore[misc]
                     self._SyncObj__applyLogEntries()
                 else:
                     self._SyncObj__pipeNotifier.notify()
+
+    def _trim_journal_pages(self) -> None:
+        """Drop the journal's pages from this process's resident set.
+
+        pysyncobj writes its journal through a shared file mapping, and every
+        page written stays mapped (it counts in RSS although it is page cache
+        the kernel can reclaim). Unmapping the pages from the page tables does
+        not lose data: the next access maps them again from the file.
+        """
+        journal = self._SyncObj__raftLog
+        mapped = getattr(
+            getattr(journal, "_FileJournal__journalFile", None), "_ResizableFile__mm", None
+        )
+        if mapped is not None:
+            with contextlib.suppress(OSError, ValueError):
+                mapped.madvise(mmap.MADV_DONTNEED)
 
     @replicated  # type: ignore[misc]
     def apply_command(self, blob: bytes) -> Outcome:
