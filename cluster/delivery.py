@@ -86,8 +86,10 @@ class Delivery:
         send: Callable[[str, bytes], None],
         on_flush_needed: Callable[[], None],
         flush_events: int = 100,
+        same_member_redelivery: bool = False,
     ) -> None:
         self.loop = loop
+        self.same_member_redelivery = same_member_redelivery
         self.store = store
         self.send = send
         self.on_flush_needed = on_flush_needed
@@ -348,7 +350,7 @@ class Delivery:
             self._forget(view, seq)
             return
         target = view
-        if force_to is None and view.group is not None:
+        if force_to is None and view.group is not None and not self.same_member_redelivery:
             picked = self._pick(view.group, force=True)
             if picked is not None and picked.client_id not in self.failed_clients:
                 target = picked

@@ -162,7 +162,12 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._single = not settings.partners
         self._next_trim = 0.0
         self._log_bytes = 0
-        self._compact_bytes = settings.compaction_bytes
+        # Members reach the same log position together: stagger their
+        # snapshots by giving each its own threshold.
+        members = sorted([settings.self_addr, *settings.partners])
+        self._compact_bytes = int(
+            settings.compaction_bytes * (1 + 0.2 * members.index(settings.self_addr))
+        )
         journal = None
         if settings.data_dir is not None:
             os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
@@ -187,7 +192,10 @@ class _Node(SyncObj):  # type: ignore[misc]
             fullDumpFile=dump,
             logCompactionMinEntries=settings.compaction_min_entries,
             logCompactionMinTime=settings.compaction_min_time,
-            logCompactionSplit=bool(settings.partners),
+            logCompactionSplit=False,
+            # One entry may carry up to a publish batch (about 1 MB): send it
+            # whole, never split into pysyncobj's slow reassembled chunks.
+            appendEntriesBatchSizeBytes=8 * 1024 * 1024,
             # Snapshots travel to a lagging follower in chunks of this size,
             # one per heartbeat: 64 KB (the default) would take minutes.
             logCompactionBatchSize=4 * 1024 * 1024,
@@ -206,6 +214,12 @@ class _Node(SyncObj):  # type: ignore[misc]
             _pso_syncobj.createJournal = createJournal
 
     def _checkCommandsToApply(self) -> None:  # noqa: N802 - pysyncobj's name
+        # Only the leader appends commands. pysyncobj would forward a command
+        # queued on a node that has just lost leadership to the new leader,
+        # which would then commit a publish this node answered with an error
+        # (or will never answer): refuse them instead, as the reference does.
+        if not self._isLeader():
+            self._refuse_queued_commands()
         # pysyncobj appends new commands at the end of a tick and commits them
         # in the next one, which waits for socket activity or the tick period
         # (50 ms). A leader without partners gets no socket activity, so wake
@@ -228,6 +242,16 @@ class _Node(SyncObj):  # type: ignore[misc]
                     self._SyncObj__applyLogEntries()
                 else:
                     self._SyncObj__pipeNotifier.notify()
+
+    def _refuse_queued_commands(self) -> None:
+        queue = self._SyncObj__commandsQueue
+        while True:
+            try:
+                _command, callback = queue.get_nowait()
+            except Exception:  # noqa: BLE001 - queue.Empty
+                return
+            if callback is not None and not isinstance(callback, tuple):
+                callback(None, FAIL_REASON.NOT_LEADER)
 
     def _trim_journal_pages(self) -> None:
         """Drop the journal's pages from this process's resident set.
@@ -277,8 +301,10 @@ class RaftGlue:
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         #: Snapshots carry the store only when it is persistent.
         self.snapshot_store = settings.data_dir is not None
+        pso_log = logging.getLogger("pysyncobj")
         if not settings.raft_logging:
-            logging.getLogger("pysyncobj").setLevel(logging.CRITICAL)
+            pso_log.setLevel(logging.CRITICAL)
+        pso_log.addFilter(_quiet_replays)
         self.node = _Node(settings, fsm, self)
 
     # -- proposals ----------------------------------------------------------------
@@ -428,6 +454,13 @@ class RaftGlue:
         finally:
             os.unlink(image)
         return raft_data
+
+
+def _quiet_replays(record: logging.LogRecord) -> bool:
+    """pysyncobj logs at critical level whenever a follower receives again
+    entries it has applied; Raft guarantees those are the same entries (only
+    committed entries are applied), so the line is noise."""
+    return not str(record.msg).startswith("truncating already-applied log entries")
 
 
 def _settle(fut: asyncio.Future[Outcome], result: Any, err: int) -> None:

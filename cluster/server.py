@@ -68,6 +68,8 @@ REFERENCE_VERSION = "0.25.6"
 DUP_PROBE_TIMEOUT = 0.5
 #: Deadline of a replicated proposal (s).
 PROPOSAL_TIMEOUT = 10.0
+#: Payload bytes in one replicated publish entry (a larger message goes alone).
+MAX_BATCH_BYTES = 1024 * 1024
 _SUB_PENDING_MSGS = 4_000_000
 _SUB_PENDING_BYTES = 1 << 30
 
@@ -159,6 +161,9 @@ class Server:
             self.outbox.send,
             self._request_flush,
             cfg.sent_ack_flush_events,
+            # Clustered, a queue member's message is redelivered to that same
+            # member (as the reference does); standalone, to the best member.
+            same_member_redelivery=cfg.cluster.enabled,
         )
         self.raft = RaftGlue(self._raft_settings(), self.fsm, self.loop, self._on_role_change)
 
@@ -663,9 +668,19 @@ class Server:
                 self._pub_ack(ack_subject, guid, errors.NOT_LEADER)
             return
         size = self.cfg.io_batch_size
-        while self._pub_queue and self._pub_inflight < self.cfg.max_pub_proposals:
-            batch = self._pub_queue[:size]
-            del self._pub_queue[:size]
+        queue = self._pub_queue
+        while queue and self._pub_inflight < self.cfg.max_pub_proposals:
+            # At most io_batch_size messages and about MAX_BATCH_BYTES per
+            # entry (a larger single message goes alone).
+            count = 0
+            total = 0
+            for item in queue[:size]:
+                total += len(item[2])
+                if count and total > MAX_BATCH_BYTES:
+                    break
+                count += 1
+            batch = queue[:count]
+            del queue[:count]
             blob = c.encode_publish(time.time_ns(), [(m[0], m[1], m[2]) for m in batch])
             self._pub_inflight += 1
             fut = self.raft.propose(blob, timeout=PROPOSAL_TIMEOUT)
