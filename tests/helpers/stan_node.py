@@ -29,8 +29,9 @@ def node_args(
     debug: bool = True,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """Reference-style CLI flags: ``-cid X -ns URL --dir D [-st S] [-m PORT] [-SDV] extra...``."""
-    args = ["-cid", cluster_id, "-ns", nats_url, "--dir", str(data_dir)]
+    """Reference-style CLI flags: ``-cid X -ns URL --dir D -a 127.0.0.1 [-st S] [-m PORT]
+    [-SDV] extra...`` (``-a`` keeps the monitoring port on the loopback)."""
+    args = ["-cid", cluster_id, "-ns", nats_url, "--dir", str(data_dir), "-a", "127.0.0.1"]
     if store is not None:
         args += ["-st", store]
     if http_port is not None:
