@@ -9,6 +9,7 @@ here. Followers apply the log and stay silent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -249,6 +250,13 @@ class Server:
         deadline = self.loop.time() + 5
         while (self._pub_inflight or self._pub_queue) and self.loop.time() < deadline:
             await asyncio.sleep(0.01)
+        if self._is_serving:
+            # Keep the delivery progress of the last moments (cursors, acks):
+            # replicate it before leaving, as a failover would not.
+            updates = self.delivery.take_updates()
+            if updates:
+                with contextlib.suppress(ProposalError, asyncio.TimeoutError):
+                    await self.raft.propose(c.encode(c.SentAck(updates)), timeout=2)
         self._stop_leader_work()
         for task in list(self._tasks):
             task.cancel()
@@ -630,10 +638,9 @@ class Server:
     # -- publish (group commit) ---------------------------------------------------------------
 
     async def handle_publish(self, msg: Msg) -> None:
-        pm = PubMsg()
-        try:
-            pm.ParseFromString(msg.data)
-        except Exception:  # noqa: BLE001 - malformed protobuf
+        pm = decode(PubMsg, msg.data)
+        if pm is None:
+            # A control message of the reference's servers is ignored silently.
             if decode(CtrlMsg, msg.data) is None:
                 self._pub_ack(msg.reply, "", errors.INVALID_PUB_REQ)
             return
@@ -798,11 +805,9 @@ class Server:
         self._reply(msg, SubscriptionResponse(error=out.error))
 
     async def handle_ack(self, msg: Msg) -> None:
-        ack = Ack()
-        try:
-            ack.ParseFromString(msg.data)
-        except Exception:  # noqa: BLE001 - ignored, as the reference does
-            return
+        ack = decode(Ack, msg.data)
+        if ack is None:
+            return  # ignored, as the reference does
         if self._is_serving:
             self.delivery.on_ack(msg.subject, ack.subject, ack.sequence)
 

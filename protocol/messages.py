@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from protocol.pb.stan_pb2 import (
@@ -110,10 +111,127 @@ def encode_pub_ack(guid: str, error: str = "") -> bytes:
 
 
 def decode(cls: type[M], payload: bytes) -> M | None:
-    """Parse ``payload`` as ``cls``; return None when it is not valid protobuf."""
+    """Parse ``payload`` as ``cls`` as strictly as the reference does.
+
+    Returns None when the payload is not a valid encoding of ``cls``: malformed
+    wire data, or a field the message declares sent with another wire type
+    (Python's protobuf would quietly keep such a field as unknown; the
+    reference's decoder refuses the message, which matters when a client sends
+    one message type to another's subject). Unknown field numbers are skipped.
+    Strings that are not valid UTF-8 are accepted, as the reference accepts
+    them, with the invalid bytes replaced by U+FFFD.
+    """
+    fields = _scan(payload, _wire_types(cls))
+    if fields is None:
+        return None
     msg = cls()
     try:
         msg.ParseFromString(payload)
     except (DecodeError, ValueError, RuntimeError):
-        return None
+        try:
+            msg.ParseFromString(_with_valid_utf8(payload, fields, _string_fields(cls)))
+        except (DecodeError, ValueError, RuntimeError):
+            return None
     return msg
+
+
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+_WIRE_BY_TYPE = {
+    FieldDescriptor.TYPE_DOUBLE: _I64,
+    FieldDescriptor.TYPE_FLOAT: _I32,
+    FieldDescriptor.TYPE_FIXED64: _I64,
+    FieldDescriptor.TYPE_SFIXED64: _I64,
+    FieldDescriptor.TYPE_FIXED32: _I32,
+    FieldDescriptor.TYPE_SFIXED32: _I32,
+    FieldDescriptor.TYPE_STRING: _LEN,
+    FieldDescriptor.TYPE_BYTES: _LEN,
+    FieldDescriptor.TYPE_MESSAGE: _LEN,
+}
+_wire_cache: dict[type, dict[int, int]] = {}
+_string_cache: dict[type, frozenset[int]] = {}
+
+
+def _wire_types(cls: type[Message]) -> dict[int, int]:
+    """Field number -> the only wire type the reference accepts for it."""
+    table = _wire_cache.get(cls)
+    if table is None:
+        table = {f.number: _WIRE_BY_TYPE.get(f.type, _VARINT) for f in cls.DESCRIPTOR.fields}
+        _wire_cache[cls] = table
+    return table
+
+
+def _string_fields(cls: type[Message]) -> frozenset[int]:
+    nums = _string_cache.get(cls)
+    if nums is None:
+        nums = frozenset(
+            f.number for f in cls.DESCRIPTOR.fields if f.type == FieldDescriptor.TYPE_STRING
+        )
+        _string_cache[cls] = nums
+    return nums
+
+
+def _read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    value = 0
+    shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise ValueError("bad varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _scan(buf: bytes, wire_types: dict[int, int]) -> list[tuple[int, int, int, int]] | None:
+    """The fields of ``buf`` as (number, wire type, start of value, end of
+    value), or None when the wire data is malformed or a declared field comes
+    with the wrong wire type."""
+    out: list[tuple[int, int, int, int]] = []
+    pos = 0
+    end = len(buf)
+    try:
+        while pos < end:
+            key, pos = _read_varint(buf, pos, end)
+            number, wire = key >> 3, key & 7
+            if number == 0:
+                return None
+            expected = wire_types.get(number)
+            if expected is not None and wire != expected:
+                return None
+            start = pos
+            if wire == _VARINT:
+                _, pos = _read_varint(buf, pos, end)
+            elif wire == _I64:
+                pos += 8
+            elif wire == _I32:
+                pos += 4
+            elif wire == _LEN:
+                length, start = _read_varint(buf, pos, end)
+                pos = start + length
+            else:
+                return None  # groups are not part of this protocol
+            if pos > end:
+                return None
+            out.append((number, wire, start, pos))
+    except ValueError:
+        return None
+    return out
+
+
+def _with_valid_utf8(
+    buf: bytes, fields: list[tuple[int, int, int, int]], strings: frozenset[int]
+) -> bytes:
+    """``buf`` re-encoded with invalid UTF-8 in string fields replaced."""
+    out = bytearray()
+    for number, wire, start, stop in fields:
+        out += varint(number << 3 | wire)
+        if wire == _LEN:
+            value = buf[start:stop]
+            if number in strings:
+                value = value.decode("utf-8", errors="replace").encode()
+            out += varint(len(value)) + value
+        else:
+            out += buf[start:stop]
+    return bytes(out)

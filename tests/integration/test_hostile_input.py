@@ -236,7 +236,7 @@ def test_node_serves_and_kept_messages_survive(target: Target) -> None:
     serverz = wait_for_sync(
         lambda: target.node.monitor("/streaming/serverz"), 10, "serverz to answer"
     )
-    assert serverz["clients"] >= 1
+    assert serverz["channels"] >= 1  # ("keeper" itself may have been closed by the barrage)
     assert "Traceback" not in target.node.log_text(), target.node.log_tail()
 
 

@@ -304,9 +304,10 @@ def test_decode_garbage_is_none(cls: type, garbage: bytes) -> None:
     assert decode(cls, garbage) is None
 
 
-def test_decode_invalid_utf8_string_is_none() -> None:
-    assert decode(PubAck, b"\x0a\x01\xff") is None
-    assert decode(PubMsg, b"\x12\x02\xc3\x28") is None
+def test_decode_invalid_utf8_string_is_replaced() -> None:
+    # The reference (Go) keeps such strings; we keep them with U+FFFD.
+    assert decode(PubAck, b"\x0a\x01\xff") == PubAck(guid="\ufffd")
+    assert decode(PubMsg, b"\x12\x02\xc3\x28") == PubMsg(guid="\ufffd(")
 
 
 def test_decode_returns_instance() -> None:
@@ -534,3 +535,46 @@ def test_encode_pub_ack_matches_protobuf(guid: str, error: str) -> None:
     from protocol.messages import PubAck, encode_pub_ack
 
     assert encode_pub_ack(guid, error) == PubAck(guid=guid, error=error).SerializeToString()
+
+
+def test_strict_decode_refuses_wrong_wire_types() -> None:
+    from protocol.messages import (
+        CloseRequest,
+        ConnectRequest,
+        CtrlMsg,
+        MsgProto,
+        PubMsg,
+        SubscriptionRequest,
+        decode,
+    )
+
+    pub = PubMsg(clientID="c", guid="g", subject="foo", data=b"x").SerializeToString()
+    # ConnectRequest's field 3 is a varint, a PubMsg's is a string.
+    assert decode(ConnectRequest, pub) is None
+    msg = MsgProto(sequence=5, subject="foo").SerializeToString()
+    assert decode(CloseRequest, msg) is None
+    assert decode(SubscriptionRequest, pub) is None  # field 5 is int32, not bytes
+    ctrl = CtrlMsg(MsgType=1, ServerID="s").SerializeToString()
+    assert decode(PubMsg, ctrl) is None
+    assert decode(CtrlMsg, ctrl) is not None
+
+
+def test_strict_decode_skips_unknown_fields_and_rejects_garbage() -> None:
+    from protocol.messages import Ping, decode, varint
+
+    unknown = varint(99 << 3 | 0) + varint(7) + varint(1 << 3 | 2) + b"\x02ab"
+    got = decode(Ping, unknown)
+    assert got is not None and got.connID == b"ab"
+    assert decode(Ping, b"\x0a\x05ab") is None  # length past the end
+    assert decode(Ping, b"\x0f") is None  # wire type 7
+    assert decode(Ping, b"\x08\xff\xff") is None  # truncated varint
+
+
+def test_invalid_utf8_strings_are_accepted_like_the_reference() -> None:
+    from protocol.messages import ConnectRequest, decode
+
+    raw = b"\x0a\x02\xff\xfe\x12\x02hb"
+    got = decode(ConnectRequest, raw)
+    assert got is not None
+    assert got.heartbeatInbox == "hb"
+    assert got.clientID == "\ufffd\ufffd"
