@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from protocol.pb.stan_pb2 import (
     Ack,
@@ -121,17 +122,25 @@ def decode(cls: type[M], payload: bytes) -> M | None:
     Strings that are not valid UTF-8 are accepted, as the reference accepts
     them, with the invalid bytes replaced by U+FFFD.
     """
+    msg: M | None = cls()
+    try:
+        msg.ParseFromString(payload)  # type: ignore[union-attr]
+    except (DecodeError, ValueError, RuntimeError):
+        msg = None
+    # Fast path: every field was one the message declares, with its wire type
+    # (protobuf keeps a field of the wrong wire type as an unknown field).
+    if msg is not None and not len(UnknownFieldSet(msg)):
+        return msg
     fields = _scan(payload, _wire_types(cls))
     if fields is None:
         return None
+    if msg is not None:
+        return msg
     msg = cls()
     try:
-        msg.ParseFromString(payload)
+        msg.ParseFromString(_with_valid_utf8(payload, fields, _string_fields(cls)))
     except (DecodeError, ValueError, RuntimeError):
-        try:
-            msg.ParseFromString(_with_valid_utf8(payload, fields, _string_fields(cls)))
-        except (DecodeError, ValueError, RuntimeError):
-            return None
+        return None
     return msg
 
 
