@@ -28,6 +28,11 @@ class Op(IntEnum):
     SENT_ACK = 7
     DELETE_CHANNEL = 8
     EXPIRE = 9
+    #: Imports of a store written by another server (``cluster/fsm_import.py``).
+    IMPORT_CHANNEL = 10
+    IMPORT_MSGS = 11
+    IMPORT_CLIENT = 12
+    IMPORT_SUB = 13
 
 
 @dataclass(slots=True)
@@ -142,6 +147,94 @@ class Expire(Command):
     channels: list[str] = field(default_factory=list)
 
 
+# -- imports ----------------------------------------------------------------------
+#
+# A store written by another server (the reference's FILE store) is loaded into
+# a running cluster through these commands, so that every node gets it. Each
+# carries what was stored there (sequences, timestamps, subscription IDs) and
+# applies the same way on every node. All of them can be proposed again after a
+# lost answer: a repeat is recognised and changes nothing.
+
+
+@dataclass(slots=True)
+class ImportChannel(Command):
+    """Create a channel that is about to receive imported messages.
+
+    The channel starts empty with ``first_seq`` as its first sequence (its
+    ``last_seq`` is ``first_seq - 1``), and subscription IDs below
+    ``next_sub_id`` are reserved. ``limits`` is ``[max_msgs, max_bytes,
+    max_age, max_subs, max_inactivity]`` for this channel, or empty to resolve
+    the node's configured limits as for any new channel. Refused if the
+    channel exists.
+    """
+
+    op: ClassVar[Op] = Op.IMPORT_CHANNEL
+    channel: str = ""
+    first_seq: int = 0
+    next_sub_id: int = 1
+    limits: list[int] = field(default_factory=list)
+    #: Leader's time (ns): the channel's last activity.
+    now: int = 0
+
+
+@dataclass(slots=True)
+class ImportMsgs(Command):
+    """A batch of imported messages of one channel, ``(seq, timestamp, reply,
+    data)`` each, in increasing sequence order.
+
+    Applied only when the channel's last sequence is ``after_seq`` (the batch
+    follows the previous one); a batch whose last sequence the channel already
+    has is a repeat and is ignored. After the messages, the channel's last
+    sequence is raised to ``last_seq`` if that is higher (messages that could
+    not be imported keep their sequence numbers from being reused), and its
+    last activity is set to ``now`` (the leader's time, ns) so that a long
+    import does not count as inactivity.
+    """
+
+    op: ClassVar[Op] = Op.IMPORT_MSGS
+    channel: str = ""
+    after_seq: int = 0
+    msgs: list[tuple[int, int, str, bytes]] = field(default_factory=list)
+    last_seq: int = 0
+    now: int = 0
+
+
+@dataclass(slots=True)
+class ImportClient(Command):
+    """Registered clients, ``(client_id, hb_inbox, conn_id, protocol,
+    ping_interval, ping_max_out)`` each. A client ID that is registered
+    already keeps its registration."""
+
+    op: ClassVar[Op] = Op.IMPORT_CLIENT
+    clients: list[tuple[str, str, bytes, int, int, int]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ImportSub(Command):
+    """One subscription with its ID, cursor and unacknowledged sequences.
+
+    Fields follow ``store.api.SubRecord``. An open subscription whose client
+    is not registered is stored closed if durable (an offline durable) and
+    left out otherwise. Pending sequences no longer stored in the channel are
+    dropped.
+    """
+
+    op: ClassVar[Op] = Op.IMPORT_SUB
+    channel: str = ""
+    sub_id: int = 0
+    client_id: str = ""
+    inbox: str = ""
+    ack_inbox: str = ""
+    max_inflight: int = 0
+    ack_wait: int = 0
+    qgroup: str = ""
+    durable_name: str = ""
+    last_sent: int = 0
+    is_durable: bool = False
+    is_closed: bool = False
+    pending: list[int] = field(default_factory=list)
+
+
 _CLASSES: dict[int, type[Command]] = {
     cls.op: cls
     for cls in (
@@ -155,6 +248,10 @@ _CLASSES: dict[int, type[Command]] = {
         SentAck,
         DeleteChannel,
         Expire,
+        ImportChannel,
+        ImportMsgs,
+        ImportClient,
+        ImportSub,
     )
 }
 
@@ -172,6 +269,40 @@ def encode_publish(now: int, msgs: list[tuple[str, str, bytes]]) -> bytes:
     return msgpack.packb([int(Op.PUBLISH), 1, now, msgs], use_bin_type=True)
 
 
+def pack_import_msgs(msgs: list[tuple[int, int, str, bytes]]) -> bytes:
+    """The ``msgs`` field of an ImportMsgs, encoded on its own."""
+    out = msgpack.packb(msgs, use_bin_type=True)
+    assert isinstance(out, bytes)
+    return out
+
+
+def encode_import_msgs(
+    channel: str, after_seq: int, packed_msgs: bytes, last_seq: int, now: int
+) -> bytes:
+    """An ImportMsgs from its message list already encoded by
+    ``pack_import_msgs`` (same bytes as ``encode``): the leader adds its time
+    to a batch without decoding it."""
+
+    def pack(value: object) -> bytes:
+        out = msgpack.packb(value, use_bin_type=True)
+        assert isinstance(out, bytes)
+        return out
+
+    # A msgpack array of 7 items is the one-byte header 0x97 and the items.
+    return b"".join(
+        (
+            b"\x97",
+            pack(int(Op.IMPORT_MSGS)),
+            pack(ImportMsgs.version),
+            pack(channel),
+            pack(after_seq),
+            packed_msgs,
+            pack(last_seq),
+            pack(now),
+        )
+    )
+
+
 def decode(blob: bytes) -> Command:
     try:
         raw: list[Any] = msgpack.unpackb(blob, raw=False, use_list=True)
@@ -184,4 +315,8 @@ def decode(blob: bytes) -> Command:
     cmd = cls(*fields)
     if isinstance(cmd, Publish):
         cmd.msgs = [tuple(m) for m in cmd.msgs]  # type: ignore[misc]
+    elif isinstance(cmd, ImportMsgs):
+        cmd.msgs = [(m[0], m[1], m[2], m[3]) for m in cmd.msgs]
+    elif isinstance(cmd, ImportClient):
+        cmd.clients = [(m[0], m[1], m[2], m[3], m[4], m[5]) for m in cmd.clients]
     return cmd

@@ -361,8 +361,9 @@ class Delivery:
             self._note_sent(target, seq)
             if view.stalled and len(view.pending) < view.max_inflight:
                 view.stalled = False
-        base = max(deadline, self.loop.time() - target.ack_wait)
-        target.pending[seq] = base + target.ack_wait
+        # Next deadline: one ack wait after the previous one, but never in the
+        # past (a message overdue for long would be redelivered twice at once).
+        target.pending[seq] = max(deadline, self.loop.time()) + target.ack_wait
         counters = target.group.redeliveries if target.group is not None else target.redeliveries
         count = counters.get(seq, 0) + 1
         counters[seq] = count

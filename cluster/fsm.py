@@ -113,6 +113,9 @@ class StateMachine:
             c.DeleteChannel: self.apply_delete_channel,
             c.Expire: self.apply_expire,
         }
+        from cluster import fsm_import  # imports this module: bound late
+
+        self._handlers.update(fsm_import.handlers(self))
 
     # -- entry point -----------------------------------------------------------
 

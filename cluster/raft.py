@@ -193,9 +193,11 @@ class _Node(SyncObj):  # type: ignore[misc]
             logCompactionMinEntries=settings.compaction_min_entries,
             logCompactionMinTime=settings.compaction_min_time,
             logCompactionSplit=False,
-            # One entry may carry up to a publish batch (about 1 MB): send it
-            # whole, never split into pysyncobj's slow reassembled chunks.
-            appendEntriesBatchSizeBytes=8 * 1024 * 1024,
+            # Entries are at most about 256 KB (publish batches are capped), so
+            # they travel whole, never split into pysyncobj's slow reassembled
+            # chunks; and a lagging follower gets its backlog in messages small
+            # enough to handle well within an election timeout.
+            appendEntriesBatchSizeBytes=1024 * 1024,
             # Snapshots travel to a lagging follower in chunks of this size,
             # one per heartbeat: 64 KB (the default) would take minutes.
             logCompactionBatchSize=4 * 1024 * 1024,

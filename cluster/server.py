@@ -37,6 +37,8 @@ from cluster.fsm import (
     SubAdded,
     SubRemoved,
 )
+from cluster.import_admin import handler as import_handler
+from cluster.import_admin import import_subject
 from cluster.outbox import Outbox
 from cluster.raft import ROLE_FOLLOWER, ROLE_LEADER, ProposalError, RaftGlue, RaftSettings
 from protocol import errors
@@ -70,7 +72,7 @@ DUP_PROBE_TIMEOUT = 0.5
 #: Deadline of a replicated proposal (s).
 PROPOSAL_TIMEOUT = 10.0
 #: Payload bytes in one replicated publish entry (a larger message goes alone).
-MAX_BATCH_BYTES = 1024 * 1024
+MAX_BATCH_BYTES = 256 * 1024
 _SUB_PENDING_MSGS = 4_000_000
 _SUB_PENDING_BYTES = 1 << 30
 
@@ -384,6 +386,7 @@ class Server:
             await sub(s.subclose, cb=self._spawner(self.handle_subclose), **limits),
             await sub(s.close, cb=self._spawner(self.handle_close), **limits),
             await sub(self.ack_prefix + ".*", cb=self.handle_ack, **limits),
+            await sub(import_subject(self.cfg.cluster_id), cb=import_handler(self), **limits),
         ]
 
     async def _subscribe_ack_inbox(self, ack_inbox: str) -> None:

@@ -28,6 +28,16 @@ Limits (SEMANTICS §4) are enforced here: ``create_channel`` refuses past
 ``max_channels``, ``create_sub`` refuses past ``max_subs``, ``store_msg`` drops
 the oldest messages past ``max_msgs``/``max_bytes`` (never the newest), and
 ``expire_msgs`` drops messages older than ``max_age``.
+
+Imports (a store written by another server, loaded through replicated
+commands) use three more mutations: ``import_msg`` appends a message with the
+sequence and timestamp it already had, ``advance_channel`` moves a channel's
+last sequence and next subscription ID forward, and ``import_sub`` stores a
+subscription under the ID it already had. An imported channel may have gaps:
+sequences between ``first_seq`` and ``last_seq`` whose message could not be
+imported. Every read skips them, and dropping the oldest message moves
+``first_seq`` to the next stored one. Channels filled by ``store_msg`` alone
+never have gaps.
 """
 
 from __future__ import annotations
@@ -90,7 +100,11 @@ class ChannelRecord:
     ``first_seq``/``last_seq`` are 0/0 for a channel that never had a message.
     A channel emptied by ``max_age`` keeps ``last_seq`` and has
     ``first_seq == last_seq + 1``. ``msgs``/``bytes`` count what is stored now;
-    bytes are the lengths of the encoded ``MsgProto`` records.
+    bytes are the lengths of the encoded ``MsgProto`` records. When
+    ``msgs > 0``, ``first_seq`` and ``last_seq`` are stored messages, except
+    that an import may leave ``last_seq`` above the last stored one (see
+    ``WriteTxn.advance_channel``); ``msgs`` may be less than
+    ``last_seq - first_seq + 1`` in an imported channel with gaps.
     """
 
     name: str
@@ -202,6 +216,38 @@ class WriteTxn(Protocol):
     def put_sub(self, sub: SubRecord) -> None:
         """Replace an existing subscription record (same channel and sub_id)."""
 
+    # -- imports ------------------------------------------------------------------
+
+    def import_msg(
+        self, channel: str, seq: int, timestamp: int, reply: str, data: bytes
+    ) -> StoredMsg:
+        """Append one message with the sequence and timestamp it had in the
+        store it comes from.
+
+        ``seq`` must be greater than ``last_seq`` (ValueError otherwise); the
+        sequences skipped in between stay absent (a gap). The timestamp is kept
+        as given and ``last_timestamp`` becomes the larger of the two. Encodes
+        the MsgProto as ``store_msg`` does, updates counts (not
+        last_activity), then drops the oldest messages past max_msgs/max_bytes
+        like ``store_msg``.
+        """
+
+    def advance_channel(self, channel: str, last_seq: int = 0, next_sub_id: int = 0) -> None:
+        """Move an imported channel's counters forward, never back.
+
+        ``last_seq`` is raised to at least the given value without storing a
+        message (the next message gets a higher sequence); a channel without
+        messages then has ``first_seq == last_seq + 1``, like one emptied by
+        max_age. ``next_sub_id`` is raised to at least the given value.
+        """
+
+    def import_sub(self, sub: SubRecord) -> SubRecord:
+        """Store a subscription under its own ``sub.sub_id`` (> 0), which must
+        not exist in the channel (ValueError otherwise). The channel's
+        ``next_sub_id`` is raised above it. Not subject to max_subs: what was
+        stored elsewhere is kept, as a restart keeps what was recovered.
+        Returns the stored record (a copy of ``sub``)."""
+
     def delete_sub(self, channel: str, sub_id: int) -> None:
         """Remove a subscription and its pending set; no-op if unknown."""
 
@@ -250,12 +296,15 @@ class Store(Protocol):
     def read_msgs(
         self, channel: str, start_seq: int, max_count: int, max_bytes: int = 1 << 20
     ) -> list[StoredMsg]:
-        """Messages with seq >= start_seq in order: at most ``max_count`` and,
-        after the first, at most ``max_bytes`` of raw data."""
+        """Stored messages with seq >= start_seq in order (gaps skipped): at
+        most ``max_count`` and, after the first, at most ``max_bytes`` of raw
+        data."""
 
     def seq_at_time(self, channel: str, timestamp: int) -> int:
-        """First sequence whose timestamp >= ``timestamp``: 0 if the channel has
-        no stored message, ``last_seq + 1`` if none qualifies."""
+        """First stored sequence whose timestamp >= ``timestamp``: 0 if the
+        channel has no stored message; if none qualifies, a sequence above
+        every stored message (``last_seq + 1``, or less when an import left
+        ``last_seq`` above the last stored message)."""
 
     def iter_msgs(self, channel: str) -> Iterator[StoredMsg]:
         """Every stored message in order, read lazily page by page."""

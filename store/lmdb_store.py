@@ -300,26 +300,35 @@ class _LmdbWriteTxn(CachedWriteTxn):
         # greatest one for the newest channel (PARTS.md trap).
         self._msgs_cur.put(_QQ.pack(ch.channel_id, seq), _Q.pack(timestamp) + raw)
 
-    def _h_drop_first(self, ch: ChannelRecord) -> int:
-        val = self._msgs_cur.pop(_QQ.pack(ch.channel_id, ch.first_seq))
-        if val is None:
+    def _h_drop_first(self, ch: ChannelRecord) -> tuple[int, int]:
+        cur = self._msgs_cur
+        key = _QQ.pack(ch.channel_id, ch.first_seq)
+        if not cur.set_key(key):
             raise RuntimeError(f"message {ch.first_seq} of channel {ch.name!r} is missing")
-        return len(val) - _TS_LEN
+        size = len(cur.value()) - _TS_LEN
+        cur.delete()
+        # The cursor now rests on the next record: the next stored sequence
+        # (not always first_seq + 1 in an imported channel with gaps).
+        nxt = cur.key()
+        if nxt[:8] == key[:8]:
+            return size, _Q.unpack_from(nxt, 8)[0]
+        return size, ch.last_seq + 1
 
-    def _h_expire(self, ch: ChannelRecord, cutoff: int) -> tuple[int, int]:
+    def _h_expire(self, ch: ChannelRecord, cutoff: int) -> tuple[int, int, int]:
         cur = self._msgs_cur
         prefix = _Q.pack(ch.channel_id)
         count = size = 0
         if not cur.set_range(_QQ.pack(ch.channel_id, ch.first_seq)):
-            return 0, 0
+            return 0, 0, ch.first_seq
         while True:
             key, val = cur.item()
-            if key[:8] != prefix or _Q.unpack_from(val)[0] > cutoff:
-                break
+            if key[:8] != prefix:
+                return count, size, ch.last_seq + 1
+            if _Q.unpack_from(val)[0] > cutoff:
+                return count, size, _Q.unpack_from(key, 8)[0]
             count += 1
             size += len(val) - _TS_LEN
             cur.delete()
-        return count, size
 
 
 # ---------------------------------------------------------------------------
@@ -461,15 +470,20 @@ class LmdbStore(CachedStore):
             else:
                 cur.last()
             hi: int = _Q.unpack_from(cur.key(), 8)[0] + 1
-            # Timestamps never decrease along sequences: binary search.
+            last_stored = hi - 1
+            # Timestamps never decrease along sequences: binary search on "the
+            # first stored message at or after mid qualifies" (set_range skips
+            # the gaps an imported channel may have).
             while lo < hi:
                 mid = (lo + hi) // 2
                 if not cur.set_range(_QQ.pack(cid, mid)):
                     break
                 if _Q.unpack_from(cur.value())[0] < timestamp:
-                    lo = mid + 1
+                    lo = _Q.unpack_from(cur.key(), 8)[0] + 1
                 else:
                     hi = mid
+            if lo <= last_stored and cur.set_range(_QQ.pack(cid, lo)):
+                lo = _Q.unpack_from(cur.key(), 8)[0]
         return lo
 
     # -- snapshots -----------------------------------------------------------------

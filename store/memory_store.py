@@ -199,13 +199,15 @@ class CachedWriteTxn:
     def _h_put_msg(self, ch: ChannelRecord, seq: int, timestamp: int, raw: bytes) -> None:
         raise NotImplementedError
 
-    def _h_drop_first(self, ch: ChannelRecord) -> int:
-        """Delete message ``ch.first_seq``; return its raw length."""
+    def _h_drop_first(self, ch: ChannelRecord) -> tuple[int, int]:
+        """Delete message ``ch.first_seq`` (stored, and not the only one);
+        return its raw length and the next stored sequence."""
         raise NotImplementedError
 
-    def _h_expire(self, ch: ChannelRecord, cutoff: int) -> tuple[int, int]:
+    def _h_expire(self, ch: ChannelRecord, cutoff: int) -> tuple[int, int, int]:
         """Delete messages from ``ch.first_seq`` on while timestamp <= cutoff;
-        return (count, raw bytes) deleted."""
+        return (count, raw bytes) deleted and the first sequence still stored
+        (``ch.last_seq + 1`` when none is left)."""
         raise NotImplementedError
 
     # -- WriteTxn -----------------------------------------------------------------
@@ -323,8 +325,8 @@ class CachedWriteTxn:
         while ch.msgs > 1 and (
             (max_msgs > 0 and ch.msgs > max_msgs) or (max_bytes > 0 and ch.bytes > max_bytes)
         ):
-            size = self._h_drop_first(ch)
-            ch.first_seq += 1
+            size, next_seq = self._h_drop_first(ch)
+            ch.first_seq = next_seq
             ch.msgs -= 1
             ch.bytes -= size
 
@@ -332,9 +334,9 @@ class CachedWriteTxn:
         ch = self._s._channels.get(channel)
         if ch is None or ch.limits.max_age <= 0 or ch.msgs == 0:
             return 0
-        count, size = self._h_expire(ch, now - ch.limits.max_age)
+        count, size, next_seq = self._h_expire(ch, now - ch.limits.max_age)
         if count:
-            ch.first_seq += count
+            ch.first_seq = next_seq
             ch.msgs -= count
             ch.bytes -= size
             if ch.msgs == 0:
@@ -359,6 +361,58 @@ class CachedWriteTxn:
         ch.next_sub_id += 1
         subs[rec.sub_id] = rec
         self._h_channel_changed(ch)
+        self._h_put_sub(ch, rec)
+        return rec
+
+    def import_msg(
+        self, channel: str, seq: int, timestamp: int, reply: str, data: bytes
+    ) -> StoredMsg:
+        ch = self._channel(channel)
+        if seq <= ch.last_seq:
+            raise ValueError(
+                f"imported sequence {seq} is not above channel {channel!r}'s last {ch.last_seq}"
+            )
+        raw = encode_msg(seq, channel, reply, data, timestamp)
+        self._h_put_msg(ch, seq, timestamp, raw)
+        if ch.msgs == 0:
+            ch.first_seq = seq
+        ch.last_seq = seq
+        ch.msgs += 1
+        ch.bytes += len(raw)
+        if timestamp > ch.last_timestamp:
+            ch.last_timestamp = timestamp
+        lim = ch.limits
+        if (lim.max_msgs > 0 and ch.msgs > lim.max_msgs) or (
+            lim.max_bytes > 0 and ch.bytes > lim.max_bytes
+        ):
+            self._enforce(ch)
+        self._h_channel_changed(ch)
+        return StoredMsg(seq, timestamp, raw)
+
+    def advance_channel(self, channel: str, last_seq: int = 0, next_sub_id: int = 0) -> None:
+        ch = self._channel(channel)
+        changed = False
+        if last_seq > ch.last_seq:
+            ch.last_seq = last_seq
+            if ch.msgs == 0:
+                ch.first_seq = last_seq + 1
+            changed = True
+        if next_sub_id > ch.next_sub_id:
+            ch.next_sub_id = next_sub_id
+            changed = True
+        if changed:
+            self._h_channel_changed(ch)
+
+    def import_sub(self, sub: SubRecord) -> SubRecord:
+        ch = self._channel(sub.channel)
+        subs = self._s._subs[ch.name]
+        if sub.sub_id <= 0 or sub.sub_id in subs:
+            raise ValueError(f"cannot import subscription {sub.sub_id} on channel {ch.name!r}")
+        rec = dataclasses.replace(sub)
+        subs[rec.sub_id] = rec
+        if rec.sub_id >= ch.next_sub_id:
+            ch.next_sub_id = rec.sub_id + 1
+            self._h_channel_changed(ch)
         self._h_put_sub(ch, rec)
         return rec
 
@@ -421,6 +475,7 @@ class _MemoryWriteTxn(CachedWriteTxn):
     def __init__(self, store: MemoryStore) -> None:
         super().__init__(store)
         self._msgs = store._msgs
+        self._gaps = store._gaps
 
     def _h_channel_changed(self, ch: ChannelRecord) -> None:
         if ch.name not in self._msgs:
@@ -430,26 +485,35 @@ class _MemoryWriteTxn(CachedWriteTxn):
         self, ch: ChannelRecord, subs: dict[int, SubRecord], pending: dict[int, set[int]]
     ) -> None:
         self._msgs.pop(ch.name, None)
+        self._gaps.discard(ch.name)
 
     def _h_put_msg(self, ch: ChannelRecord, seq: int, timestamp: int, raw: bytes) -> None:
+        if ch.msgs and seq != ch.last_seq + 1:
+            self._gaps.add(ch.name)
         self._msgs[ch.name][seq] = (timestamp, raw)
 
-    def _h_drop_first(self, ch: ChannelRecord) -> int:
-        return len(self._msgs[ch.name].pop(ch.first_seq)[1])
+    def _h_drop_first(self, ch: ChannelRecord) -> tuple[int, int]:
+        log_ = self._msgs[ch.name]
+        size = len(log_.pop(ch.first_seq)[1])
+        return size, _next_stored(log_, ch.first_seq + 1, ch.last_seq)
 
-    def _h_expire(self, ch: ChannelRecord, cutoff: int) -> tuple[int, int]:
+    def _h_expire(self, ch: ChannelRecord, cutoff: int) -> tuple[int, int, int]:
         log_ = self._msgs[ch.name]
         count = size = 0
         seq = ch.first_seq
-        while seq <= ch.last_seq:
+        last = ch.last_seq
+        while seq <= last:
             entry = log_.get(seq)
-            if entry is None or entry[0] > cutoff:
+            if entry is None:  # a gap of an imported channel
+                seq += 1
+                continue
+            if entry[0] > cutoff:
                 break
             del log_[seq]
             count += 1
             size += len(entry[1])
             seq += 1
-        return count, size
+        return count, size, _next_stored(log_, seq, last)
 
 
 class MemoryStore(CachedStore):
@@ -461,6 +525,8 @@ class MemoryStore(CachedStore):
         super().__init__(log)
         #: Channel name -> seq -> (timestamp, raw MsgProto).
         self._msgs: dict[str, dict[int, tuple[int, bytes]]] = {}
+        #: Channels with gaps (imported): reads skip missing sequences there.
+        self._gaps: set[str] = set()
         self._lock = threading.Lock()
 
     @contextmanager
@@ -497,6 +563,9 @@ class MemoryStore(CachedStore):
         while seq <= last and len(out) < max_count:
             entry = msgs.get(seq)
             if entry is None:
+                if seq >= ch.first_seq and channel in self._gaps:
+                    seq += 1  # a gap of an imported channel
+                    continue
                 # Dropped while we read: jump to the first one left, but only
                 # before the first hit (a page never has a gap).
                 if not out and seq < ch.first_seq:
@@ -515,15 +584,19 @@ class MemoryStore(CachedStore):
         msgs = self._msgs.get(channel)
         if ch is None or msgs is None or ch.msgs == 0:
             return 0
-        lo, hi = ch.first_seq, ch.last_seq + 1
+        # Binary search on "the first stored message at or after x qualifies"
+        # (true at last + 1), which holds gaps of imported channels too.
+        last = ch.last_seq
+        lo, hi = ch.first_seq, last + 1
         while lo < hi:
             mid = (lo + hi) // 2
-            entry = msgs.get(mid)
-            if entry is None or entry[0] < timestamp:
-                lo = mid + 1
+            probe = _next_stored(msgs, mid, last)
+            entry = msgs.get(probe) if probe <= last else None
+            if probe <= last and (entry is None or entry[0] < timestamp):
+                lo = probe + 1
             else:
                 hi = mid
-        return lo
+        return _next_stored(msgs, lo, last)
 
     # -- snapshots -----------------------------------------------------------------
 
@@ -561,10 +634,23 @@ class MemoryStore(CachedStore):
         with self._lock:
             self._install(state)
             _sync_dict(self._msgs, msgs)
+            self._gaps.clear()
+            self._gaps.update(
+                name
+                for name, ch in state.channels.items()
+                if ch.msgs and ch.msgs != ch.last_seq - ch.first_seq + 1
+            )
             self._warned.clear()
 
     def disk_size(self) -> int:
         return 0
+
+
+def _next_stored(log_: dict[int, tuple[int, bytes]], seq: int, last: int) -> int:
+    """The first sequence >= ``seq`` present in ``log_``, or ``last + 1``."""
+    while seq <= last and seq not in log_:
+        seq += 1
+    return seq
 
 
 def _check_version(version: object) -> None:

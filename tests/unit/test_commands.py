@@ -21,6 +21,10 @@ def test_op_numbers_are_stable() -> None:
         "SENT_ACK": 7,
         "DELETE_CHANNEL": 8,
         "EXPIRE": 9,
+        "IMPORT_CHANNEL": 10,
+        "IMPORT_MSGS": 11,
+        "IMPORT_CLIENT": 12,
+        "IMPORT_SUB": 13,
     }
 
 
@@ -37,6 +41,11 @@ def test_op_numbers_are_stable() -> None:
         c.SentAck([("foo", 1, 9, [8, 9], [7])]),
         c.DeleteChannel("foo", 42),
         c.Expire(77, ["foo", "bar"]),
+        c.ImportChannel("foo", 5, 3, [1, 2, 3, 4, 5], 99),
+        c.ImportChannel("foo"),
+        c.ImportMsgs("foo", 4, [(5, 100, "r", b"\x00d"), (7, 90, "", b"")], 9, 123),
+        c.ImportClient([("a", "hb", b"\x01", 1, 5, 3)]),
+        c.ImportSub("foo", 3, "a", "in", "ack", 5, 60, "d:q", "", 9, True, True, [7, 9]),
     ],
 )
 def test_round_trip(cmd: c.Command) -> None:
@@ -51,6 +60,14 @@ def test_round_trip(cmd: c.Command) -> None:
 def test_fast_publish_encoding_matches() -> None:
     msgs = [("foo", "", b"x"), ("bar", "r", b"yy")]
     assert c.encode_publish(5, msgs) == c.encode(c.Publish(5, msgs))
+
+
+@pytest.mark.parametrize("msgs", [[], [(1, 10, "", b"x"), (3, 30, "r", b"yy")]])
+def test_import_batch_encoding_matches(msgs: list[tuple[int, int, str, bytes]]) -> None:
+    packed = c.pack_import_msgs(msgs)
+    blob = c.encode_import_msgs("foo", 0, packed, 4, 1 << 62)
+    assert blob == c.encode(c.ImportMsgs("foo", 0, msgs, 4, 1 << 62))
+    assert c.decode(blob) == c.ImportMsgs("foo", 0, msgs, 4, 1 << 62)
 
 
 @pytest.mark.parametrize(

@@ -939,3 +939,168 @@ def test_long_names_round_trip(opener: Opener) -> None:
         txn.delete_channel(long_channel)
     assert long_client not in store.clients()
     assert long_channel not in store.channels()
+
+
+# ---------------------------------------------------------------------------
+# Imports: explicit sequences, gaps, advanced counters, preset subscription IDs
+# ---------------------------------------------------------------------------
+
+
+def import_msgs(store: Store, channel: str, *pairs: tuple[int, int]) -> list[StoredMsg]:
+    """Import ``(seq, timestamp)`` messages with data ``b"m<seq>"``."""
+    with store.write() as txn:
+        return [txn.import_msg(channel, q, ts, "", b"m%d" % q) for q, ts in pairs]
+
+
+def test_import_msg_keeps_sequence_and_timestamp(store: Store) -> None:
+    make_channel(store, "foo", now=7)
+    with store.write() as txn:
+        m = txn.import_msg("foo", 5, 500, "_INBOX.r", b"hello")
+    parsed = MsgProto()
+    parsed.ParseFromString(m.raw)
+    assert (parsed.sequence, parsed.subject, parsed.reply, parsed.data, parsed.timestamp) == (
+        5,
+        "foo",
+        "_INBOX.r",
+        b"hello",
+        500,
+    )
+    import_msgs(store, "foo", (6, 400), (9, 900))  # an older timestamp is kept as given
+    ch = store.channels()["foo"]
+    assert (ch.first_seq, ch.last_seq, ch.msgs) == (5, 9, 3)
+    assert ch.last_timestamp == 900 and ch.last_activity == 7
+    assert ch.bytes == sum(len(x.raw) for x in store.iter_msgs("foo"))
+    got = store.get_msg("foo", 6)
+    assert got is not None and got.timestamp == 400
+    for bad in (9, 8, 1):
+        with pytest.raises(ValueError):
+            with store.write() as txn:
+                txn.import_msg("foo", bad, 1000, "", b"")
+    # Publishing continues the sequence; timestamps never go below the last one.
+    with store.write() as txn:
+        m10 = txn.store_msg("foo", "", b"new", 800)
+    assert (m10.seq, m10.timestamp) == (10, 900)
+
+
+def test_gaps_are_skipped_by_reads(store: Store) -> None:
+    make_channel(store, "foo")
+    import_msgs(store, "foo", (3, 30), (4, 40), (7, 70), (8, 80), (12, 120))
+    assert seqs(store.read_msgs("foo", 0, 100)) == [3, 4, 7, 8, 12]
+    assert seqs(store.read_msgs("foo", 5, 100)) == [7, 8, 12]
+    assert seqs(store.read_msgs("foo", 5, 2)) == [7, 8]
+    assert seqs(store.read_msgs("foo", 9, 100)) == [12]
+    assert seqs(store.iter_msgs("foo")) == [3, 4, 7, 8, 12]
+    assert store.get_msg("foo", 5) is None
+    assert store.seq_at_time("foo", 0) == 3
+    assert store.seq_at_time("foo", 41) == 7
+    assert store.seq_at_time("foo", 70) == 7
+    assert store.seq_at_time("foo", 81) == 12
+    assert store.seq_at_time("foo", 121) == 13
+
+
+def test_limits_drop_oldest_across_gaps(store: Store) -> None:
+    make_channel(store, "foo", limits=replace(UNLIMITED, max_msgs=2))
+    import_msgs(store, "foo", (1, 10), (2, 20), (5, 50), (9, 90))
+    ch = store.channels()["foo"]
+    assert (ch.first_seq, ch.last_seq, ch.msgs) == (5, 9, 2)
+    assert seqs(store.read_msgs("foo", 0, 10)) == [5, 9]
+    with store.write() as txn:
+        assert txn.store_msg("foo", "", b"x", 100).seq == 10
+    ch = store.channels()["foo"]
+    assert (ch.first_seq, ch.last_seq, ch.msgs) == (9, 10, 2)
+    assert ch.bytes == sum(len(m.raw) for m in store.iter_msgs("foo"))
+
+
+def test_expiry_across_gaps(store: Store) -> None:
+    make_channel(store, "foo", limits=replace(UNLIMITED, max_age=100))
+    import_msgs(store, "foo", (1, 10), (4, 40), (8, 80), (9, 500))
+    with store.write() as txn:
+        assert txn.expire_msgs("foo", 145) == 2  # 10 and 40 are >= 100 old
+    ch = store.channels()["foo"]
+    assert (ch.first_seq, ch.last_seq, ch.msgs) == (8, 9, 2)
+    with store.write() as txn:
+        assert txn.expire_msgs("foo", 10_000) == 2
+    ch = store.channels()["foo"]
+    assert (ch.first_seq, ch.last_seq, ch.msgs, ch.bytes) == (10, 9, 0, 0)
+
+
+def test_advance_channel(store: Store) -> None:
+    make_channel(store, "foo")
+    with store.write() as txn:
+        txn.advance_channel("foo", last_seq=100, next_sub_id=5)
+    ch = store.channels()["foo"]
+    assert (ch.first_seq, ch.last_seq, ch.msgs, ch.next_sub_id) == (101, 100, 0, 5)
+    with store.write() as txn:
+        txn.advance_channel("foo", last_seq=50, next_sub_id=2)  # never backwards
+        assert txn.create_sub(new_sub("foo"), 0).sub_id == 5
+    ch = store.channels()["foo"]
+    assert (ch.first_seq, ch.last_seq, ch.next_sub_id) == (101, 100, 6)
+    import_msgs(store, "foo", (101, 1), (102, 2))
+    with store.write() as txn:
+        txn.advance_channel("foo", last_seq=110)  # the last two could not be imported
+    ch = store.channels()["foo"]
+    assert (ch.first_seq, ch.last_seq, ch.msgs) == (101, 110, 2)
+    assert seqs(store.read_msgs("foo", 0, 10)) == [101, 102]
+    assert store.seq_at_time("foo", 3) > 102
+    assert publish(store, "foo", 1, now=5) == [111]
+
+
+def test_import_sub_with_its_id(store: Store) -> None:
+    make_channel(store, "foo")
+    with store.write() as txn:
+        rec = txn.import_sub(new_sub("foo", sub_id=7, durable_name="d", is_durable=True))
+        txn.add_pending("foo", 7, [3, 4])
+    assert rec.sub_id == 7 and store.subs("foo")[7].durable_name == "d"
+    assert store.channels()["foo"].next_sub_id == 8
+    assert store.pending("foo", 7) == frozenset({3, 4})
+    for bad in (7, 0):
+        with pytest.raises(ValueError):
+            with store.write() as txn:
+                txn.import_sub(new_sub("foo", sub_id=bad))
+    with store.write() as txn:
+        txn.import_sub(new_sub("foo", sub_id=2))  # below next_sub_id: kept as is
+        assert txn.create_sub(new_sub("foo"), 0).sub_id == 8
+
+
+def test_import_sub_ignores_max_subs(store: Store) -> None:
+    make_channel(store, "foo", limits=replace(UNLIMITED, max_subs=1))
+    with store.write() as txn:
+        txn.import_sub(new_sub("foo", sub_id=1))
+        txn.import_sub(new_sub("foo", sub_id=2))
+    assert sorted(store.subs("foo")) == [1, 2]
+    with pytest.raises(StoreError):
+        with store.write() as txn:
+            txn.create_sub(new_sub("foo"), 1)
+
+
+@pytest.mark.parametrize("kind", ["LMDB"])
+def test_imports_survive_reopen(store: Store) -> None:
+    make_channel(store, "foo")
+    import_msgs(store, "foo", (10, 1), (12, 2))
+    with store.write() as txn:
+        txn.advance_channel("foo", last_seq=15, next_sub_id=3)
+        txn.import_sub(new_sub("foo", sub_id=9))
+        txn.add_pending("foo", 9, [12])
+    assert isinstance(store, LmdbStore)
+    path = store.path
+    store.close()
+    reopened = LmdbStore(path, sync=False, map_size=1 << 30)
+    try:
+        ch = reopened.channels()["foo"]
+        assert (ch.first_seq, ch.last_seq, ch.msgs, ch.next_sub_id) == (10, 15, 2, 10)
+        assert seqs(reopened.read_msgs("foo", 0, 10)) == [10, 12]
+        assert reopened.pending("foo", 9) == frozenset({12})
+    finally:
+        reopened.close()
+
+
+def test_gaps_survive_snapshot_restore(opener: Opener, tmp_path: os.PathLike[str]) -> None:
+    a = opener("a")
+    make_channel(a, "foo")
+    import_msgs(a, "foo", (1, 1), (3, 3), (4, 4), (9, 9))
+    snap = os.path.join(tmp_path, "snap.bin")
+    a.snapshot(snap)
+    b = opener("b")
+    b.restore(snap)
+    assert seqs(b.read_msgs("foo", 0, 10)) == [1, 3, 4, 9]
+    assert seqs(b.read_msgs("foo", 5, 10)) == [9]
