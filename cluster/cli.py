@@ -4,7 +4,10 @@ Process control, as the reference does it: SIGINT stops gracefully and exits
 0, SIGTERM stops gracefully and exits 143, SIGUSR1 reopens the log file,
 SIGHUP reloads the embedded nats-server's configuration (streaming options
 are not reloaded). A startup failure logs ``Failed to start: <err>`` and
-exits 1. ``-sl <signal>[=<pid|pidfile>]`` signals a running node.
+exits 1 (a NATS server that cannot be reached, or refuses our credentials,
+is one: see ``Server._connect_nats``). ``-sl <signal>[=<pid|pidfile>]``
+signals a running node. Files and directories the node creates are
+owner-only (``restrict_umask``).
 
 Under systemd (``NOTIFY_SOCKET`` set) the node sends ``READY=1`` once it
 serves: a standalone node when it is ready for clients, a cluster member as
@@ -135,6 +138,20 @@ def send_signal(spec: str, pid_file: str = "") -> None:
 # -- running a node -------------------------------------------------------------------------------
 
 
+def restrict_umask() -> int:
+    """Make everything the node creates owner-only; return the new umask.
+
+    The store directory is created 0700 and LMDB files 0600, but pysyncobj
+    creates the Raft journal and snapshot files with the process umask (0644
+    under the usual 022). Adding 077 to the umask covers them, the log and PID
+    files, and whatever a dependency creates, as ``UMask=0077`` does under
+    systemd. Bits already set stay set.
+    """
+    mask = os.umask(0o077) | 0o077
+    os.umask(mask)
+    return mask
+
+
 async def run(cfg: ServerConfig, opts: RunOptions | None = None) -> int:
     """Run a node until SIGINT or SIGTERM; return the exit status."""
     from cluster.monitor import Monitor
@@ -142,6 +159,7 @@ async def run(cfg: ServerConfig, opts: RunOptions | None = None) -> int:
     from cluster.server import Server
 
     opts = opts or RunOptions()
+    restrict_umask()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     exit_code = 1  # unless a signal asked us to stop

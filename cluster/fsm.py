@@ -22,7 +22,16 @@ from typing import Any
 from cluster import commands as c
 from protocol import errors
 from protocol.messages import FIRST, LAST_RECEIVED, NEW_ONLY, SEQUENCE_START, TIME_DELTA_START
-from store.api import ChannelRecord, ClientRecord, Store, StoredMsg, StoreError, SubRecord, WriteTxn
+from store.api import (
+    ChannelRecord,
+    ClientRecord,
+    StorageError,
+    Store,
+    StoredMsg,
+    StoreError,
+    SubRecord,
+    WriteTxn,
+)
 from store.limits import StoreLimits
 
 log = logging.getLogger("stanchion.fsm")
@@ -101,6 +110,9 @@ class StateMachine:
     def __init__(self, store: Store, limits: StoreLimits) -> None:
         self.store = store
         self.limits = limits
+        #: Set while the store cannot write (disk or map full); the leader
+        #: refuses new work meanwhile.
+        self.storage_error = ""
         self._handlers: dict[type[c.Command], Callable[[WriteTxn, Any, int], Outcome]] = {
             c.Noop: self.apply_noop,
             c.Connect: self.apply_connect,
@@ -135,7 +147,19 @@ class StateMachine:
             with self.store.write() as txn:
                 out = handler(txn, cmd, index)
                 txn.set_applied_index(index)
+            if self.storage_error:
+                log.warning("store writes work again after: %s", self.storage_error)
+                self.storage_error = ""
             return out
+        except StorageError as exc:
+            # Out of space or an I/O error: nothing was kept. Skipping the
+            # entry would leave this node different from the others, so the
+            # entry is applied again on the next Raft tick (the exception goes
+            # up to pysyncobj, which retries), until space returns.
+            if not self.storage_error:
+                log.error("cannot write the store, will retry index=%d: %s", index, exc)
+            self.storage_error = str(exc)
+            raise
         except Exception as exc:
             # A committed entry that cannot be applied is a bug or a storage
             # failure. The store rolled back; record the index so that replay

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import mmap
 import os
@@ -161,6 +162,8 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._glue = glue
         self._single = not settings.partners
         self._next_trim = 0.0
+        self._journal_reserved = 0
+        self._journal_retry_at = 0.0
         self._log_bytes = 0
         # Members reach the same log position together: stagger their
         # snapshots by giving each its own threshold.
@@ -227,6 +230,7 @@ class _Node(SyncObj):  # type: ignore[misc]
         # (50 ms). A leader without partners gets no socket activity, so wake
         # the next tick at once when this one appended something uncommitted.
         super()._checkCommandsToApply()
+        self._reserve_journal_space()
         now = time.monotonic()
         if now >= self._next_trim:
             self._next_trim = now + TRIM_INTERVAL
@@ -254,6 +258,38 @@ class _Node(SyncObj):  # type: ignore[misc]
                 return
             if callback is not None and not isinstance(callback, tuple):
                 callback(None, FAIL_REASON.NOT_LEADER)
+
+    def _reserve_journal_space(self) -> None:
+        """Allocate disk blocks for the journal ahead of its growth.
+
+        pysyncobj grows its journal file without allocating blocks and writes
+        it through a memory map: on a full disk the write would kill the
+        process with SIGBUS. Blocks for the next doubling are allocated once
+        the journal is half full; when that fails the store refuses new work
+        (like a full store) while the remaining half takes what is in flight.
+        """
+        journal = self._SyncObj__raftLog
+        rfile = getattr(journal, "_FileJournal__journalFile", None)
+        if rfile is None:
+            return
+        size = rfile._ResizableFile__mm.size()
+        used = journal._FileJournal__currentOffset
+        if used * 2 < size or size <= self._journal_reserved // 2:
+            return
+        now = time.monotonic()
+        if now < self._journal_retry_at:
+            return
+        try:
+            _reserve_blocks(rfile._ResizableFile__f.fileno(), size * 2)
+        except OSError as exc:
+            self._journal_retry_at = now + 1.0
+            if not self._fsm.storage_error:
+                log.error("cannot grow the Raft journal: %s", exc)
+            self._fsm.storage_error = f"raft journal: {exc.strerror or exc}"
+            return
+        self._journal_reserved = size * 2
+        if self._fsm.storage_error.startswith("raft journal:"):
+            self._fsm.storage_error = ""
 
     def _trim_journal_pages(self) -> None:
         """Drop the journal's pages from this process's resident set.
@@ -456,6 +492,23 @@ class RaftGlue:
         finally:
             os.unlink(image)
         return raft_data
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+_libc: Any = None
+
+
+def _reserve_blocks(fd: int, length: int) -> None:
+    """Allocate disk blocks for the first ``length`` bytes of a file without
+    changing its size (fallocate with FALLOC_FL_KEEP_SIZE: pysyncobj reads the
+    file size as its map size). Raises OSError, e.g. ENOSPC."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    if _libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def _quiet_replays(record: logging.LogRecord) -> bool:

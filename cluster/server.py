@@ -69,6 +69,11 @@ VERSION = "0.1.0"
 REFERENCE_VERSION = "0.25.6"
 #: Duplicate client ID probe timeout (s).
 DUP_PROBE_TIMEOUT = 0.5
+#: Attempts per NATS URL at startup, 0.25 s apart, before the node gives up
+#: and exits (the reference exits at once when it cannot connect; a second
+#: and third try ride out a nats-server that is still binding its port).
+#: Once connected, the node reconnects forever.
+NATS_FIRST_CONNECT_TRIES = 3
 #: Deadline of a replicated proposal (s).
 PROPOSAL_TIMEOUT = 10.0
 #: Payload bytes in one replicated publish entry (a larger message goes alone).
@@ -213,15 +218,30 @@ class Server:
         )
 
     async def _connect_nats(self) -> NATS:
+        """Connect, or raise StartupError after NATS_FIRST_CONNECT_TRIES per URL.
+
+        nats-py applies ``max_reconnect_attempts`` to the first connect too:
+        with -1 a wrong password or an absent server would keep the node
+        retrying forever instead of failing. The limit is lifted once connected.
+        """
         cfg = self.cfg
+        #: The latest error while the first connect is under way.
+        first_errors: list[Exception] = []
+        connecting = True
+
+        async def on_error(exc: Exception) -> None:
+            if connecting:
+                first_errors[:] = [exc]
+            await self._nats_error(exc)
+
         opts: dict[str, Any] = {
             "servers": cfg.nats_urls,
             "name": f"_NSS-{cfg.cluster_id}-general",
-            "max_reconnect_attempts": -1,
+            "max_reconnect_attempts": NATS_FIRST_CONNECT_TRIES - 1,
             "reconnect_time_wait": 0.25,
             "allow_reconnect": True,
             "pending_size": 64 * 1024 * 1024,
-            "error_cb": self._nats_error,
+            "error_cb": on_error,
             "disconnected_cb": self._nats_disconnected,
             "reconnected_cb": self._nats_reconnected,
         }
@@ -231,7 +251,15 @@ class Server:
         if cfg.nats_token:
             opts["token"] = cfg.nats_token
         opts.update(cfg.nats_connect_extra)
-        return await nats.connect(**opts)
+        try:
+            nc = await nats.connect(**opts)
+        except Exception as exc:  # noqa: BLE001 - reported as the startup failure
+            cause = first_errors[-1] if first_errors else exc
+            urls = ", ".join(redact_url(u) for u in cfg.nats_urls)
+            raise StartupError(f"cannot connect to NATS at {urls}: {cause}") from None
+        connecting = False
+        nc.options["max_reconnect_attempts"] = -1
+        return nc
 
     async def _nats_error(self, exc: Exception) -> None:
         log.warning("NATS error: %s", exc)
@@ -240,7 +268,8 @@ class Server:
         log.warning("disconnected from NATS")
 
     async def _nats_reconnected(self) -> None:
-        log.info("reconnected to NATS url=%s", self.nc.connected_url)
+        url = self.nc.connected_url
+        log.info("reconnected to NATS url=%s", redact_url(url.geturl()) if url else "")
 
     async def stop(self) -> None:
         """Stop taking requests, finish in-flight commits, close everything."""
@@ -507,6 +536,8 @@ class Server:
             return self._reply(msg, ConnectResponse(error=errors.INVALID_CONN_REQ))
         if not is_valid_client_id(req.clientID):
             return self._reply(msg, ConnectResponse(error=errors.INVALID_CLIENT_ID))
+        if self.fsm.storage_error:
+            return self._reply(msg, ConnectResponse(error=self.fsm.storage_error))
         refresh = False
         old = self.store.clients().get(req.clientID)
         if old is not None:
@@ -659,6 +690,10 @@ class Server:
             known = pm.clientID in self.store.clients()
         if not known:
             return self._pub_ack(msg.reply, guid, errors.INVALID_PUB_REQ)
+        if self.fsm.storage_error:
+            # The store cannot write now (disk full): say so at once instead
+            # of letting the publish wait for a commit that cannot be applied.
+            return self._pub_ack(msg.reply, guid, self.fsm.storage_error)
         self._pub_queue.append((channel, pm.reply, pm.data, guid, msg.reply))
         if self._pub_scheduled:
             return
@@ -745,6 +780,8 @@ class Server:
             return self._reply(msg, SubscriptionResponse(error=err))
         if req.clientID not in self.store.clients():
             return self._reply(msg, SubscriptionResponse(error=errors.UNKNOWN_CLIENT))
+        if self.fsm.storage_error:
+            return self._reply(msg, SubscriptionResponse(error=self.fsm.storage_error))
         cmd = c.Subscribe(
             client_id=req.clientID,
             channel=req.subject,
@@ -843,6 +880,19 @@ def _check_sub_request(req: SubscriptionRequest) -> str:
 def _ignore_failure(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.debug("delivery state flush failed: %s", fut.exception())
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password or token it may carry (``nats://u:p@h`` -> ``nats://u:***@h``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _secret = userinfo.partition(":")
+    shown = f"{user}:***" if colon else "***"
+    return f"{scheme}{sep}{shown}@{host}"
 
 
 def _free_port() -> int:

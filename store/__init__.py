@@ -14,6 +14,7 @@ from store.api import (
     ChannelRecord,
     ClientRecord,
     ServerInfo,
+    StorageError,
     Store,
     StoredMsg,
     StoreError,
@@ -35,6 +36,7 @@ __all__ = [
     "PerChannelLimits",
     "ServerInfo",
     "Store",
+    "StorageError",
     "StoreError",
     "StoreLimits",
     "StoredMsg",
@@ -43,16 +45,22 @@ __all__ = [
     "open_store",
 ]
 
+#: Largest an LMDB store may grow (1 TiB): address space only until used.
+DEFAULT_MAP_SIZE = 1 << 40
+
 #: Store kinds accepted by ``open_store`` (the ``store`` config values).
 KINDS = ("LMDB", "MEMORY")
 
 
-def open_store(kind: str, path: str | None, *, sync: bool = True, map_size: int = 1 << 33) -> Store:
+def open_store(
+    kind: str, path: str | None, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE
+) -> Store:
     """Open a store of ``kind`` (``"LMDB"`` or ``"MEMORY"``, any case).
 
     ``path`` is the LMDB directory (created with mode 0700 if missing) and is
     ignored for MEMORY. ``sync`` makes every commit durable (fsync);
-    ``map_size`` is the most the LMDB file may grow to (bytes).
+    ``map_size`` is the most the LMDB file may grow to (bytes): the address
+    space is reserved up front, the file grows as data is written.
     """
     k = kind.upper()
     if k == "MEMORY":

@@ -163,6 +163,15 @@ class StoreError(Exception):
     """A refusal whose text goes to the client unchanged (e.g. limits)."""
 
 
+class StorageError(Exception):
+    """The store could not write: its map or the disk is full, or an I/O error.
+
+    Nothing of the failed write block was kept (the store rolled back). The
+    same write may succeed later, once space returns: callers retry it rather
+    than skip it, so that every node applies the same entries.
+    """
+
+
 # ---------------------------------------------------------------------------
 # Interfaces
 # ---------------------------------------------------------------------------

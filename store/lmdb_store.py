@@ -26,6 +26,7 @@ from store.api import (
     ChannelRecord,
     ClientRecord,
     ServerInfo,
+    StorageError,
     StoredMsg,
     SubRecord,
 )
@@ -346,7 +347,7 @@ class LmdbStore(CachedStore):
 
     kind = "LMDB"
 
-    def __init__(self, path: str, *, sync: bool = True, map_size: int = 1 << 33) -> None:
+    def __init__(self, path: str, *, sync: bool = True, map_size: int = 1 << 40) -> None:
         super().__init__(log)
         self.path = path
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -387,9 +388,14 @@ class LmdbStore(CachedStore):
             self._writer = threading.get_ident()
             committed = False
             try:
-                yield wt
-                wt.flush()
-                txn.commit()
+                try:
+                    yield wt
+                    wt.flush()
+                    txn.commit()
+                except lmdb.Error as exc:
+                    # Map full, disk full, I/O error: nothing is kept (below)
+                    # and the caller may retry once space returns.
+                    raise StorageError(f"store write failed: {exc}") from exc
                 committed = True
             finally:
                 self._wtxn = None

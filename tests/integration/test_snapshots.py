@@ -42,9 +42,9 @@ async def test_snapshots_trim_the_journal_and_survive_a_kill(
     await sc.close()
 
     await wait_for(
-        lambda: node.log_text().count("snapshot written") >= 2,
+        lambda: "snapshot written" in node.log_text(),
         30,
-        "at least two snapshots in the log",
+        "a snapshot in the log",
         state=node.log_tail,
     )
     raft_dir = Path(node.args[node.args.index("--dir") + 1]) / "raft"
