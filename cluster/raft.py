@@ -235,6 +235,7 @@ class _Node(SyncObj):  # type: ignore[misc]
         if now >= self._next_trim:
             self._next_trim = now + TRIM_INTERVAL
             self._trim_journal_pages()
+            self._fsm.store.release_memory()
         if self._single and self._isLeader():
             last = self._SyncObj__getCurrentLogIndex()
             if self._SyncObj__raftCommitIndex < last:

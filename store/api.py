@@ -332,3 +332,11 @@ class Store(Protocol):
 
     def disk_size(self) -> int:
         """Bytes the store occupies on disk (0 for memory)."""
+
+    def release_memory(self) -> None:
+        """Drop file pages the store has mapped from the process's resident set.
+
+        A memory-mapped store keeps every page it has read mapped, so the
+        resident size grows with the data read even though those pages are
+        page cache the kernel can take back. Dropping the mappings loses
+        nothing: the next access maps the page again. Any thread."""

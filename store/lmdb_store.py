@@ -9,8 +9,10 @@ a re-created channel never meets keys of its predecessor.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
+import mmap
 import os
 import struct
 import threading
@@ -543,6 +545,48 @@ class LmdbStore(CachedStore):
 
     def disk_size(self) -> int:
         return os.stat(os.path.join(self.path, "data.mdb")).st_size
+
+    def release_memory(self) -> None:
+        data = os.path.realpath(os.path.join(self.path, "data.mdb"))
+        size = self.disk_size()
+        for start, end in _mapped_ranges(data):
+            length = min(end - start, size)
+            if length > 0:
+                _madvise_dontneed(start, length)
+
+
+def _mapped_ranges(path: str) -> list[tuple[int, int]]:
+    """Address ranges where this process maps ``path`` (from /proc/self/maps)."""
+    out: list[tuple[int, int]] = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5].rstrip("\n") == path:
+                    lo, _, hi = parts[0].partition("-")
+                    out.append((int(lo, 16), int(hi, 16)))
+    except OSError:
+        pass
+    return out
+
+
+_MADV_DONTNEED = 4
+_libc: Any = None
+
+
+def _madvise_dontneed(addr: int, length: int) -> None:
+    """Unmap the pages of a read-only shared file mapping from the page tables.
+
+    LMDB (without MDB_WRITEMAP) maps its file read-only and shared, so the
+    pages are page cache: the next read maps them again from the file."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    page = mmap.PAGESIZE
+    length = (length + page - 1) // page * page
+    if _libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(length), _MADV_DONTNEED) != 0:
+        log.debug("madvise failed errno=%d", ctypes.get_errno())
 
 
 #: LMDB keys are at most 511 bytes; longer names are keyed by their digest.

@@ -645,6 +645,9 @@ class MemoryStore(CachedStore):
     def disk_size(self) -> int:
         return 0
 
+    def release_memory(self) -> None:
+        """Nothing is mapped: the memory store's data is its memory."""
+
 
 def _next_stored(log_: dict[int, tuple[int, bytes]], seq: int, last: int) -> int:
     """The first sequence >= ``seq`` present in ``log_``, or ``last + 1``."""
