@@ -75,5 +75,8 @@ bench: $(STAMP) ## Benchmark suite, one table: 1 and 3 nodes vs raw nats-py (BEN
 bench-memory: $(STAMP) ## Memory of one node holding 1M messages while a subscriber reads them all
 	$(BIN)/python -m cluster.bench_memory $(BENCH_ARGS)
 
+soak: $(TESTSTAMP) ## Three nodes under traffic, nodes killed at random; checks no acked message is lost (SOAK_SECONDS=180, SOAK_ARGS=--keep)
+	$(BIN)/python tests/soak/soak.py $(if $(SOAK_SECONDS),--seconds $(SOAK_SECONDS)) $(SOAK_ARGS)
+
 clean: ## Remove the virtualenv and local data
 	rm -rf $(VENV) .cluster tests/interop/node_modules

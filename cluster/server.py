@@ -13,11 +13,13 @@ import contextlib
 import hashlib
 import logging
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -74,6 +76,8 @@ DUP_PROBE_TIMEOUT = 0.5
 #: and third try ride out a nats-server that is still binding its port).
 #: Once connected, the node reconnects forever.
 NATS_FIRST_CONNECT_TRIES = 3
+#: Seconds one attempt may take to open the connection (TCP, TLS, CONNECT).
+NATS_CONNECT_TIMEOUT = 2.0
 #: Deadline of a replicated proposal (s).
 PROPOSAL_TIMEOUT = 10.0
 #: Payload bytes in one replicated publish entry (a larger message goes alone).
@@ -197,6 +201,12 @@ class Server:
         if cl.enabled:
             self_addr = cl.peers[cl.node_id]
             partners = [a for n, a in sorted(cl.peers.items()) if n != cl.node_id]
+            if not cl.secret:
+                log.warning(
+                    "the Raft transport is neither authenticated nor encrypted: set "
+                    "STANCHION_CLUSTER_SECRET (or cluster { secret }) on every node, or keep "
+                    "the Raft addresses on a trusted network"
+                )
         else:
             self_addr = f"127.0.0.1:{_free_port()}"
             partners = []
@@ -223,20 +233,26 @@ class Server:
         nats-py applies ``max_reconnect_attempts`` to the first connect too:
         with -1 a wrong password or an absent server would keep the node
         retrying forever instead of failing. The limit is lifted once connected.
+        The whole attempt also has a deadline: after a failed TLS handshake
+        (a server certificate we do not trust, a client certificate it does not)
+        nats-py 2.16 waits forever for the socket to close (nats.py issue 718).
         """
         cfg = self.cfg
-        #: The latest error while the first connect is under way.
+        #: Errors while the first connect is under way: the latest that says
+        #: why (refused credentials, TLS) is the reason given at exit, rather
+        #: than the connection reset that often follows it.
         first_errors: list[Exception] = []
         connecting = True
 
         async def on_error(exc: Exception) -> None:
             if connecting:
-                first_errors[:] = [exc]
+                first_errors.append(exc)
             await self._nats_error(exc)
 
         opts: dict[str, Any] = {
             "servers": cfg.nats_urls,
             "name": f"_NSS-{cfg.cluster_id}-general",
+            "connect_timeout": NATS_CONNECT_TIMEOUT,
             "max_reconnect_attempts": NATS_FIRST_CONNECT_TRIES - 1,
             "reconnect_time_wait": 0.25,
             "allow_reconnect": True,
@@ -251,10 +267,14 @@ class Server:
         if cfg.nats_token:
             opts["token"] = cfg.nats_token
         opts.update(cfg.nats_connect_extra)
+        deadline = (
+            NATS_FIRST_CONNECT_TRIES * len(cfg.nats_urls) * (NATS_CONNECT_TIMEOUT + 0.25) + 2.0
+        )
         try:
-            nc = await nats.connect(**opts)
+            nc = await asyncio.wait_for(nats.connect(**opts), deadline)
         except Exception as exc:  # noqa: BLE001 - reported as the startup failure
-            cause = first_errors[-1] if first_errors else exc
+            telling = [e for e in first_errors if isinstance(e, nats.errors.Error | ssl.SSLError)]
+            cause = (telling or first_errors or [exc])[-1]
             urls = ", ".join(redact_url(u) for u in cfg.nats_urls)
             raise StartupError(f"cannot connect to NATS at {urls}: {cause}") from None
         connecting = False
