@@ -217,7 +217,11 @@ class Server:
             self_addr=self_addr,
             partners=partners,
             data_dir=data_dir,
-            sync=cl.sync,
+            # The journal must never be behind the store: standalone, the
+            # store is fsynced per commit, so the journal entry is too (after
+            # a power loss a journal missing applied entries would hand their
+            # indexes to new commands, which the store would take as done).
+            sync=cl.sync if cl.enabled else self.cfg.store_sync,
             password=cl.secret,
             election_min=cl.election_min if cl.enabled else 0.2,
             election_max=cl.election_max if cl.enabled else 0.3,
