@@ -18,8 +18,7 @@ from tests.helpers import ManagedProcess, wait_for
 from tests.helpers.cluster import ROLE_FOLLOWER, StanCluster, compare_stores
 from tests.helpers.filestore_writer import FileStoreWriter
 from tests.helpers.import_cli import IMPORT_TIMEOUT, import_command, import_ok
-
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "reference-filestore"
+from tests.helpers.reference_fixture import FIXTURE
 
 
 @pytest.fixture

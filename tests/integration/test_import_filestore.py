@@ -13,9 +13,6 @@ with ``--skip-corrupt``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
@@ -40,8 +37,8 @@ from tests.helpers.filestore_writer import (
     sub_update_payload,
 )
 from tests.helpers.import_cli import import_ok, output, run_import
+from tests.helpers.reference_fixture import FIXTURE, copy_store, fingerprint, load_expected
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "reference-filestore"
 STORE_CID = "test-cluster"
 
 
@@ -159,35 +156,13 @@ async def monitor(node: StanNode, path: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def expected() -> dict[str, Any]:
-    path = FIXTURE / "expected.json"
-    if not path.is_file():
-        pytest.fail(
-            f"the reference store fixture is missing: {path} (shared/ must sit beside the repo)"
-        )
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
+    return load_expected()
 
 
 @pytest.fixture
 def store_copy(tmp_path: Path, expected: dict[str, Any]) -> Path:
     """A writable copy of the fixture store, for damaging."""
-    dst = tmp_path / "reference-store"
-    shutil.copytree(FIXTURE / "store", dst)
-    for p in [dst, *dst.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return dst
-
-
-def fingerprint(root: Path) -> dict[str, tuple[int, int, str]]:
-    return {
-        str(p.relative_to(root)): (
-            p.stat().st_size,
-            p.stat().st_mtime_ns,
-            hashlib.sha256(p.read_bytes()).hexdigest(),
-        )
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    return copy_store(tmp_path / "reference-store")
 
 
 def flip(path: Path, offset: int) -> None:

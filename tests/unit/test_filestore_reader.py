@@ -8,10 +8,7 @@ deleted slices, both compaction shapes).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +35,7 @@ from tests.helpers.filestore_writer import (
     sub_update_payload,
     write_framed,
 )
-
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "reference-filestore"
+from tests.helpers.reference_fixture import FIXTURE, copy_store, fingerprint, load_expected
 
 #: expected.json's names of subs.dat record types -> the reader's.
 RECORD_NAMES = {"new(1)": "new", "update(2)": "update", "ack(4)": "ack", "msg_sent(5)": "sent"}
@@ -47,35 +43,13 @@ RECORD_NAMES = {"new(1)": "new", "update(2)": "update", "ack(4)": "ack", "msg_se
 
 @pytest.fixture(scope="module")
 def expected() -> dict[str, Any]:
-    path = FIXTURE / "expected.json"
-    if not path.is_file():
-        pytest.fail(
-            f"the reference store fixture is missing: {path} (shared/ must sit beside the repo)"
-        )
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
+    return load_expected()
 
 
 @pytest.fixture
 def store_copy(tmp_path: Path, expected: dict[str, Any]) -> Path:
     """A writable copy of the fixture store (the fixture itself is never touched)."""
-    dst = tmp_path / "store"
-    shutil.copytree(FIXTURE / "store", dst)
-    for p in [dst, *dst.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return dst
-
-
-def fingerprint(root: Path) -> dict[str, tuple[int, int, str]]:
-    return {
-        str(p.relative_to(root)): (
-            p.stat().st_size,
-            p.stat().st_mtime_ns,
-            hashlib.sha256(p.read_bytes()).hexdigest(),
-        )
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    return copy_store(tmp_path / "store")
 
 
 def read_all(root: Path) -> tuple[Report, dict[str, Any]]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from cluster import commands as c
@@ -18,18 +15,15 @@ from cluster.fsm import (
 )
 from protocol import errors
 from protocol.messages import FIRST, LAST_RECEIVED, NEW_ONLY, SEQUENCE_START, TIME_DELTA_START
-from store import open_store
 from store.api import Store
 from store.limits import StoreLimits
 
 SEC = 1_000_000_000
 
 
-@pytest.fixture(params=["MEMORY", "LMDB"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s = open_store(request.param, str(tmp_path / "store"), sync=False)
-    yield s
-    s.close()
+@pytest.fixture
+def store(fsm_store: Store) -> Store:
+    return fsm_store
 
 
 class Harness:

@@ -7,7 +7,6 @@ for subscriptions, and what normal commands do with imported state afterwards
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,9 @@ from store.limits import PerChannelLimits, StoreLimits
 SEC = 1_000_000_000
 
 
-@pytest.fixture(params=["MEMORY", "LMDB"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s = open_store(request.param, str(tmp_path / "store"), sync=False)
-    yield s
-    s.close()
+@pytest.fixture
+def store(fsm_store: Store) -> Store:
+    return fsm_store
 
 
 class Harness:
