@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 
-from client import connect
+from client import StanError, connect
 from protocol import messages as m
-from tests.helpers import NatsServer, StanNode, node_args, wait_for_sync
+from tests.helpers import NatsServer, StanNode, node_args, wait_for, wait_for_sync
 from tests.helpers.net import free_port
 
 EXAMPLES = 100
@@ -215,7 +215,16 @@ def test_node_serves_and_kept_messages_survive(target: Target) -> None:
     """Runs after the barrage (file order): round trip works, stored data intact."""
 
     async def check() -> list[bytes]:
-        sc = await connect(target.cluster_id, "checker", nats_url=target.nats_url)
+        # The barrage can outrun the node (nats-server may even cut it off as a
+        # slow consumer, and it reconnects): it must serve again within a
+        # deadline, working through what is still queued.
+        async def connected() -> Any:
+            try:
+                return await connect(target.cluster_id, "checker", nats_url=target.nats_url)
+            except StanError:
+                return None
+
+        sc = await wait_for(connected, 60, "the node to accept a connection after the barrage")
         got: list[bytes] = []
         done = asyncio.Event()
 
