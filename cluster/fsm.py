@@ -105,7 +105,7 @@ class PublishResult:
 
 
 class StateMachine:
-    """Applies commands to a store. Runs on the Raft thread only."""
+    """Applies commands to a store. Runs in Raft ticks, on the event loop."""
 
     def __init__(self, store: Store, limits: StoreLimits) -> None:
         self.store = store

@@ -1,8 +1,9 @@
 """Glue between pysyncobj (Raft) and the asyncio side of a node.
 
-pysyncobj runs its own tick thread: replicated calls, their callbacks, state
-changes and snapshots all happen there. This module is the only place that
-touches pysyncobj. It offers the event loop three things:
+pysyncobj's ticks run on the node's event loop (``cluster.raft_io``):
+replicated calls, their callbacks, state changes and applies all happen on the
+loop thread. This module is the only place that touches pysyncobj's internals.
+It offers the event loop three things:
 
 * ``propose(blob, timeout)``: an awaitable that resolves with the apply
   ``Outcome`` once the entry is committed and applied here, or raises
@@ -22,16 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import mmap
 import os
-import pickle
-import struct
+import socket
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,11 +37,13 @@ from typing import Any
 import pysyncobj.pickle as _pso_pickle
 import pysyncobj.syncobj as _pso_syncobj
 import pysyncobj.tcp_connection as _pso_tcp
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjException, replicated
 from pysyncobj.config import SERIALIZER_STATE
-from pysyncobj.journal import FileJournal, createJournal
+from pysyncobj.journal import createJournal
 
 from cluster.fsm import Outcome, StateMachine
+from cluster.raft_io import LoopPoller, StoredZlib, TickDriver
+from cluster.raft_storage import PICKLE_PROTOCOL, SnapshotMixin, create_journal, reserve_blocks
 from protocol import errors
 
 log = logging.getLogger("stanchion.raft")
@@ -51,27 +51,15 @@ log = logging.getLogger("stanchion.raft")
 # pysyncobj pickles commands with protocol 2, which sends bytes through a
 # latin-1 round trip (larger and much slower). Every node runs this code, so
 # all of them speak protocol 5. pysyncobj 0.3.17 is pinned for this reason.
-_PICKLE_PROTOCOL = 5
-setattr(_pso_pickle, "__protocol", _PICKLE_PROTOCOL)  # noqa: B010 - private module global
+setattr(_pso_pickle, "__protocol", PICKLE_PROTOCOL)  # noqa: B010 - private module global
 
 
-class _StoredZlib:
-    """Stands in for ``zlib`` in pysyncobj's TCP transport.
+# pysyncobj compresses every message; ours are framed as stored zlib blocks.
+_pso_tcp.zlib = StoredZlib  # type: ignore[assignment]
 
-    pysyncobj compresses every message at level 3, which costs the leader a
-    good share of a core at high publish rates for no gain on a local network.
-    Level 0 keeps the zlib framing (any node can still decompress it) without
-    the work.
-    """
-
-    @staticmethod
-    def compress(data: bytes, level: int = -1) -> bytes:
-        return zlib.compress(data, 0)
-
-    decompress = staticmethod(zlib.decompress)
-
-
-_pso_tcp.zlib = _StoredZlib  # type: ignore[assignment]
+# pysyncobj wakes its tick thread through a pipe whenever a command is queued.
+# Our ticks run on the event loop, which is told directly (TickDriver.schedule).
+_pso_syncobj.PIPE_NOTIFIER_ENABLED = False
 
 
 def pickle_protocol_in_use() -> int:
@@ -93,7 +81,23 @@ class ProposalError(Exception):
     """A proposal that did not commit; the text goes to the client."""
 
 
+class RaftBindError(Exception):
+    """The Raft address cannot be listened on (the text says why)."""
+
+
+#: Seconds a leader waits for an append to carry a new commit index to the
+#: followers before sending one just for that.
+COMMIT_NOTIFY_DELAY = 0.02
+
+#: Seconds a node keeps trying to listen on its Raft address at startup.
+BIND_PATIENCE = 5.0
+
+
+#: A fail reason of our own: the proposal's deadline passed.
+_TIMED_OUT = -1
+
 _FAIL_TEXT = {
+    _TIMED_OUT: errors.REPLICATION_TIMEOUT,
     FAIL_REASON.QUEUE_FULL: "raft commands queue is full",
     FAIL_REASON.MISSING_LEADER: errors.NOT_LEADER,
     FAIL_REASON.DISCARDED: errors.LEADERSHIP_LOST,
@@ -133,31 +137,12 @@ class RaftSettings:
     raft_logging: bool = False
 
 
-class SyncedFileJournal(FileJournal):  # type: ignore[misc]
-    """pysyncobj's file journal, flushed to disk (msync) after every entry.
-
-    The stock journal writes through mmap and never syncs: a killed process
-    loses nothing, a power loss can. This is what ``cluster_sync`` turns on.
-    """
-
-    def add(self, command: bytes, idx: int, term: int) -> None:
-        super().add(command, idx, term)
-        self.flush()
-
-
-def _create_journal(sync: bool) -> Callable[[str | None], Any]:
-    def create(path: str | None) -> Any:
-        if path is not None and sync:
-            return SyncedFileJournal(path)
-        return createJournal(path)
-
-    return create
-
-
 class _Node(SyncObj):  # type: ignore[misc]
     """The replicated object: one replicated method carrying an encoded command."""
 
-    def __init__(self, settings: RaftSettings, fsm: StateMachine, glue: RaftGlue) -> None:
+    def __init__(
+        self, settings: RaftSettings, fsm: StateMachine, glue: RaftGlue, poller: LoopPoller
+    ) -> None:
         self._fsm = fsm
         self._glue = glue
         self._single = not settings.partners
@@ -182,7 +167,10 @@ class _Node(SyncObj):  # type: ignore[misc]
             dump = os.path.join(glue.scratch_dir(), "raft.dump")
         conf = SyncObjConf(
             password=settings.password,
-            autoTick=True,
+            # Ticks are run by the event loop (cluster.raft_io), and a port
+            # that cannot be bound is an error at once (RaftGlue says which).
+            autoTick=False,
+            maxBindRetries=1,
             appendEntriesUseBatch=False,
             appendEntriesPeriod=settings.heartbeat_period,
             raftMinTimeout=settings.election_min,
@@ -211,25 +199,44 @@ class _Node(SyncObj):  # type: ignore[misc]
             dynamicMembershipChange=False,
             bindAddress=None,
         )
-        # pysyncobj builds its journal inside __init__ from a module-level factory.
-        _pso_syncobj.createJournal = _create_journal(settings.sync)
+        # pysyncobj builds its journal and poller inside __init__ from
+        # module-level factories.
+        _pso_syncobj.createJournal = create_journal(settings.sync)
+        _pso_syncobj.createPoller = lambda _kind: poller
         try:
             super().__init__(settings.self_addr, settings.partners, conf)
         finally:
             _pso_syncobj.createJournal = createJournal
+            _pso_syncobj.createPoller = _ORIGINAL_CREATE_POLLER
+        # With batching "on", pysyncobj neither sends an append per queued
+        # command nor a round of appends right after every apply just to tell
+        # the followers the new commit index. We send once per tick for all the
+        # commands it appended, and the commit index travels with the next
+        # append, or after COMMIT_NOTIFY_DELAY when none comes. This halves the
+        # Raft messages (and the wake-ups of three processes) per commit; the
+        # followers apply a few milliseconds later, which nothing waits for.
+        self._SyncObj__conf.appendEntriesUseBatch = True
+        self._commit_sent = 0
+        self._commit_notify: Any = None
+        self._send_scheduled = False
 
     def _checkCommandsToApply(self) -> None:  # noqa: N802 - pysyncobj's name
         # Only the leader appends commands. pysyncobj would forward a command
         # queued on a node that has just lost leadership to the new leader,
         # which would then commit a publish this node answered with an error
         # (or will never answer): refuse them instead, as the reference does.
-        if not self._isLeader():
+        leader = self._isLeader()
+        if not leader:
             self._refuse_queued_commands()
-        # pysyncobj appends new commands at the end of a tick and commits them
-        # in the next one, which waits for socket activity or the tick period
-        # (50 ms). A leader without partners gets no socket activity, so wake
-        # the next tick at once when this one appended something uncommitted.
+        before = self._SyncObj__getCurrentLogIndex()
         super()._checkCommandsToApply()
+        if leader and not self._single:
+            if self._SyncObj__getCurrentLogIndex() != before:
+                self._SyncObj__sendAppendEntries()
+            elif self._SyncObj__raftCommitIndex > self._commit_sent and self._commit_notify is None:
+                self._commit_notify = self._glue.loop.call_later(
+                    COMMIT_NOTIFY_DELAY, self._notify_commit
+                )
         self._reserve_journal_space()
         now = time.monotonic()
         if now >= self._next_trim:
@@ -237,18 +244,62 @@ class _Node(SyncObj):  # type: ignore[misc]
             self._trim_journal_pages()
             self._fsm.store.release_memory()
         if self._single and self._isLeader():
-            last = self._SyncObj__getCurrentLogIndex()
-            if self._SyncObj__raftCommitIndex < last:
-                # A group of one: whatever the leader appended in its current
-                # term is committed. Commit and apply it now instead of in the
-                # next tick (this is what the next tick would do).
-                if self._SyncObj__getCurrentLogTerm() == self._SyncObj__raftCurrentTerm:
-                    self._SyncObj__raftCommitIndex = last
-                    self._SyncObj__leaderCommitIndex = last
-                    self._SyncObj__raftLog.setRaftCommitIndex(last)
-                    self._SyncObj__applyLogEntries()
-                else:
-                    self._SyncObj__pipeNotifier.notify()
+            self._commit_alone()
+
+    def _commit_alone(self) -> None:
+        """A group of one: whatever the leader appended in its current term is
+        committed. Commit and apply it now instead of in the next tick (which
+        would do the same, but waits for socket activity or the tick period)."""
+        last = self._SyncObj__getCurrentLogIndex()
+        if self._SyncObj__raftCommitIndex < last:
+            if self._SyncObj__getCurrentLogTerm() == self._SyncObj__raftCurrentTerm:
+                self._SyncObj__raftCommitIndex = last
+                self._SyncObj__leaderCommitIndex = last
+                self._SyncObj__raftLog.setRaftCommitIndex(last)
+                self._SyncObj__applyLogEntries()
+            else:
+                self._glue.wake()
+
+    def _applyCommand(self, command: bytes, callback: Any, commandType: int | None = None) -> None:  # noqa: N802, N803 - pysyncobj's names
+        """Append a local command to the log now, instead of queueing it for
+        the next tick; the appends of one loop turn go out together right
+        after it (``_send_appended``). A node that is not the leader refuses
+        it (see ``_checkCommandsToApply``). Anything else takes pysyncobj's way."""
+        if isinstance(callback, tuple) or commandType != _REGULAR_COMMAND:
+            super()._applyCommand(command, callback, commandType)
+            return
+        if not self._isLeader():
+            if callback is not None:
+                callback(None, FAIL_REASON.NOT_LEADER)
+            return
+        idx = self._SyncObj__getCurrentLogIndex() + 1
+        term = self._SyncObj__raftCurrentTerm
+        self._SyncObj__raftLog.add(_REGULAR_PREFIX + command, idx, term)
+        if callback is not None:
+            self._SyncObj__commandsWaitingCommit[idx].append((term, callback))
+        if not self._send_scheduled:
+            self._send_scheduled = True
+            self._glue.loop.call_soon(self._send_appended)
+
+    def _send_appended(self) -> None:
+        self._send_scheduled = False
+        if not self._isLeader():
+            return  # the entries are the new leader's to keep or overwrite
+        self._reserve_journal_space()
+        if self._single:
+            self._commit_alone()
+        else:
+            self._SyncObj__sendAppendEntries()
+
+    def _SyncObj__sendAppendEntries(self) -> None:  # noqa: N802 - overrides pysyncobj's
+        # Every append (heartbeats too) carries the leader's commit index.
+        self._commit_sent = self._SyncObj__raftCommitIndex
+        SyncObj._SyncObj__sendAppendEntries(self)
+
+    def _notify_commit(self) -> None:
+        self._commit_notify = None
+        if self._isLeader() and self._SyncObj__raftCommitIndex > self._commit_sent:
+            self._SyncObj__sendAppendEntries()
 
     def _refuse_queued_commands(self) -> None:
         queue = self._SyncObj__commandsQueue
@@ -281,7 +332,7 @@ class _Node(SyncObj):  # type: ignore[misc]
         if now < self._journal_retry_at:
             return
         try:
-            _reserve_blocks(rfile._ResizableFile__f.fileno(), size * 2)
+            reserve_blocks(rfile._ResizableFile__f.fileno(), size * 2)
         except OSError as exc:
             self._journal_retry_at = now + 1.0
             if not self._fsm.storage_error:
@@ -321,7 +372,7 @@ class _Node(SyncObj):  # type: ignore[misc]
         return out
 
 
-class RaftGlue:
+class RaftGlue(SnapshotMixin):
     """Owns the pysyncobj node and bridges it to the asyncio loop."""
 
     def __init__(
@@ -336,6 +387,7 @@ class RaftGlue:
         self.loop = loop
         self._on_role_change = on_role_change
         self._snapshot_thread: threading.Thread | None = None
+        self.driver: TickDriver | None = None
         self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         #: Snapshots carry the store only when it is persistent.
@@ -344,7 +396,39 @@ class RaftGlue:
         if not settings.raft_logging:
             pso_log.setLevel(logging.CRITICAL)
         pso_log.addFilter(_quiet_replays)
-        self.node = _Node(settings, fsm, self)
+        poller = LoopPoller()
+        try:
+            self.node = self._create_node(settings, fsm, poller)
+        except BaseException:
+            poller.close()
+            raise
+        self.driver = TickDriver(
+            loop, poller, self.node._onTick, period=settings.heartbeat_period / 2
+        )
+        self.driver.start()
+
+    def _create_node(self, settings: RaftSettings, fsm: StateMachine, poller: LoopPoller) -> _Node:
+        """Build the pysyncobj node, waiting up to BIND_PATIENCE seconds for its
+        Raft address to be free (a node restarted in place may find its
+        predecessor still holding it)."""
+        deadline = time.monotonic() + BIND_PATIENCE
+        while True:
+            problem = _bind_problem(settings.self_addr)
+            if problem is None:
+                try:
+                    return _Node(settings, fsm, self, poller)
+                except SyncObjException as exc:
+                    problem = str(exc)
+            if time.monotonic() >= deadline:
+                raise RaftBindError(
+                    f"cannot listen on the Raft address {settings.self_addr}: {problem}"
+                )
+            time.sleep(0.25)
+
+    def wake(self) -> None:
+        """Run a tick soon."""
+        if self.driver is not None:
+            self.driver.schedule()
 
     # -- proposals ----------------------------------------------------------------
 
@@ -353,19 +437,49 @@ class RaftGlue:
         loop = self.loop
         fut: asyncio.Future[Outcome] = loop.create_future()
 
-        def done(result: Any, err: int) -> None:  # Raft thread
-            loop.call_soon_threadsafe(_settle, fut, result, err)
+        def done(result: Any, err: int) -> None:  # in a tick, on the loop
+            _settle(fut, result, err)
 
         self.node.apply_command(blob, callback=done)
         handle = loop.call_later(timeout, _expire, fut)
         fut.add_done_callback(lambda _f: handle.cancel())
         return fut
 
+    def propose_with(
+        self,
+        blob: bytes,
+        on_done: Callable[[Outcome | None, str], None],
+        timeout: float = 10.0,
+    ) -> None:
+        """Replicate ``blob`` and call ``on_done(outcome, "")`` right where it
+        is applied here (inside the tick, on the loop), or ``on_done(None,
+        error text)`` once it fails or times out. Exactly one call. Saves the
+        loop turn a future needs; ``on_done`` must not raise or block."""
+        finished = False
+
+        def done(result: Any, err: int) -> None:
+            nonlocal finished
+            if finished:
+                return
+            finished = True
+            handle.cancel()
+            text = "" if err == FAIL_REASON.SUCCESS else _FAIL_TEXT.get(err, f"raft error {err}")
+            try:
+                on_done(result if not text else None, text)
+            except Exception:
+                log.exception("proposal callback failed")
+
+        def expire() -> None:
+            done(None, _TIMED_OUT)
+
+        handle = self.loop.call_later(timeout, expire)
+        self.node.apply_command(blob, callback=done)
+
     # -- state -------------------------------------------------------------------
 
-    def on_state_changed(self, old: int, new: int) -> None:  # Raft thread
+    def on_state_changed(self, old: int, new: int) -> None:  # in a tick
         role = _ROLES.get(new, ROLE_FOLLOWER)
-        self.loop.call_soon_threadsafe(self._on_role_change, role)
+        self.loop.call_soon(self._on_role_change, role)
 
     def role(self) -> str:
         return ROLE_LEADER if self.node._isLeader() else self._status_role()
@@ -395,121 +509,37 @@ class RaftGlue:
         }
 
     def destroy(self) -> None:
+        """Stop ticking and close the Raft sockets and journal (on the loop)."""
+        if self.driver is not None:
+            self.driver.stop()
         self.node.destroy()
+        if self.driver is not None:
+            self.driver.poller.close()
 
     def scratch_dir(self) -> str:
         if self._scratch is None:
             self._scratch = tempfile.TemporaryDirectory(prefix="stanchion-raft-")
         return self._scratch.name
 
-    # -- snapshots (log compaction) ----------------------------------------------------
 
-    def serialize(self, filename: str, raft_data: Any) -> None:  # Raft thread
-        """Start writing a snapshot; pysyncobj polls ``serialize_state``.
+_ORIGINAL_CREATE_POLLER = _pso_syncobj.createPoller
+#: pysyncobj's command type byte for a replicated method call.
+_REGULAR_COMMAND = 0
+_REGULAR_PREFIX = bytes([_REGULAR_COMMAND])
 
-        The copy runs in its own thread so the Raft thread keeps sending
-        heartbeats. Its LMDB read transaction begins after the entry pysyncobj
-        records (``raft_data``) was applied, so the image holds that state or a
-        later one, and records its own applied index: a node restoring it skips
-        the entries the image already contains. pysyncobj then tries to rename
-        its temporary name and fails (nothing is written there); the result
-        comes from ``serialize_state`` instead.
-        """
-        final = filename[: -len(".tmp")] if filename.endswith(".tmp") else filename
-        head = pickle.dumps(raft_data, protocol=_PICKLE_PROTOCOL)
-        self._snapshot_state = SERIALIZER_STATE.SERIALIZING
-        self._snapshot_thread = threading.Thread(
-            target=self._write_snapshot, args=(final, head), name="snapshot", daemon=True
-        )
-        self._snapshot_thread.start()
 
-    def _write_snapshot(self, final: str, head: bytes) -> None:  # snapshot thread
-        """File layout: 8-byte big-endian length of the pickled raft data, the
-        pickle, then the store image. Written aside and renamed into place."""
-        partial = final + ".partial"
-        fd, image = tempfile.mkstemp(dir=os.path.dirname(final), prefix=".snap-")
-        os.close(fd)
-        started = time.monotonic()
+def _bind_problem(addr: str) -> str | None:
+    """Why ``addr`` (host:port) cannot be listened on now, or None."""
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            if self.snapshot_store:
-                self.fsm.store.snapshot(image)
-            with open(partial, "wb") as out, open(image, "rb") as src:
-                out.write(struct.pack(">Q", len(head)))
-                out.write(head)
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(partial, final)
-            self._snapshot_state = SERIALIZER_STATE.SUCCESS
-            log.info(
-                "snapshot written file=%s bytes=%d seconds=%.3f",
-                final,
-                os.path.getsize(final),
-                time.monotonic() - started,
-            )
-        except Exception:
-            self._snapshot_state = SERIALIZER_STATE.FAILED
-            log.exception("snapshot failed file=%s", final)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(image)
-
-    def serialize_state(self) -> int:  # Raft thread
-        thread = self._snapshot_thread
-        if thread is not None and thread.is_alive():
-            return int(SERIALIZER_STATE.SERIALIZING)
-        state = self._snapshot_state
-        if state != SERIALIZER_STATE.SERIALIZING:
-            self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
-        return int(state)
-
-    def deserialize(self, filename: str) -> Any:  # Raft thread
-        """Load a snapshot: ours at startup, or one sent by the leader.
-
-        The store is replaced only when the snapshot is ahead of it (a node
-        that fell behind); at startup the store is normally ahead or equal and
-        is kept, and pysyncobj replays the journal past the snapshot.
-        """
-        with open(filename, "rb") as src:
-            (n,) = struct.unpack(">Q", src.read(8))
-            raft_data = pickle.loads(src.read(n))
-            fd, image = tempfile.mkstemp(dir=os.path.dirname(filename), prefix=".restore-")
-            with os.fdopen(fd, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-        try:
-            store = self.fsm.store
-            if not self.snapshot_store or os.path.getsize(image) == 0:
-                return raft_data
-            snap_index = store.snapshot_applied_index(image)
-            if snap_index > store.applied_index():
-                log.info(
-                    "restoring store from snapshot index=%d local=%d",
-                    snap_index,
-                    store.applied_index(),
-                )
-                store.restore(image)
-        finally:
-            os.unlink(image)
-        return raft_data
-
-
-_FALLOC_FL_KEEP_SIZE = 1
-_libc: Any = None
-
-
-def _reserve_blocks(fd: int, length: int) -> None:
-    """Allocate disk blocks for the first ``length`` bytes of a file without
-    changing its size (fallocate with FALLOC_FL_KEEP_SIZE: pysyncobj reads the
-    file size as its map size). Raises OSError, e.g. ENOSPC."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-    if _libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, length) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _quiet_replays(record: logging.LogRecord) -> bool:

@@ -42,7 +42,14 @@ from cluster.fsm import (
 from cluster.import_admin import handler as import_handler
 from cluster.import_admin import import_subject
 from cluster.outbox import Outbox
-from cluster.raft import ROLE_FOLLOWER, ROLE_LEADER, ProposalError, RaftGlue, RaftSettings
+from cluster.raft import (
+    ROLE_FOLLOWER,
+    ROLE_LEADER,
+    ProposalError,
+    RaftBindError,
+    RaftGlue,
+    RaftSettings,
+)
 from protocol import errors
 from protocol.messages import (
     Ack,
@@ -177,7 +184,10 @@ class Server:
             # member (as the reference does); standalone, to the best member.
             same_member_redelivery=cfg.cluster.enabled,
         )
-        self.raft = RaftGlue(self._raft_settings(), self.fsm, self.loop, self._on_role_change)
+        try:
+            self.raft = RaftGlue(self._raft_settings(), self.fsm, self.loop, self._on_role_change)
+        except RaftBindError as exc:
+            raise StartupError(str(exc)) from None
 
     def _check_server_info(self) -> None:
         info = self.store.server_info()
@@ -320,7 +330,7 @@ class Server:
             await asyncio.wait_for(self.nc.drain(), 2)
         except Exception:  # noqa: BLE001 - best effort on the way out
             pass
-        await asyncio.get_running_loop().run_in_executor(None, self.raft.destroy)
+        self.raft.destroy()
         await asyncio.sleep(0.1)
         self.store.close()
 
@@ -752,24 +762,28 @@ class Server:
             del queue[:count]
             blob = c.encode_publish(time.time_ns(), [(m[0], m[1], m[2]) for m in batch])
             self._pub_inflight += 1
-            fut = self.raft.propose(blob, timeout=PROPOSAL_TIMEOUT)
             start = self.loop.time()
-            fut.add_done_callback(lambda f, b=batch, t=start: self._publish_done(b, f, t))
+            self.raft.propose_with(
+                blob,
+                lambda out, err, b=batch, t=start: self._publish_done(b, out, err, t),
+                timeout=PROPOSAL_TIMEOUT,
+            )
 
     def _publish_done(
         self,
         batch: list[tuple[str, str, bytes, str, str]],
-        fut: asyncio.Future[Outcome],
+        out: Outcome | None,
+        failure: str,
         started: float,
     ) -> None:
+        """Answer a batch of publishes. Called where the batch is applied (in
+        a Raft tick) or when its proposal failed."""
         self._pub_inflight -= 1
         if self.commit_latency_observer is not None:
             self.commit_latency_observer(self.loop.time() - started)
-        try:
-            out = fut.result()
-        except ProposalError as exc:
+        if out is None:
             for _ch, _reply, _data, guid, ack_subject in batch:
-                self._pub_ack(ack_subject, guid, str(exc))
+                self._pub_ack(ack_subject, guid, failure)
         else:
             results: list[PublishResult] = out.value or []
             if out.error or len(results) != len(batch):

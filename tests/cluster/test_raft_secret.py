@@ -269,9 +269,7 @@ async def test_secret_keeps_out_impostors_and_forged_frames(
         for nid in ("b", "c"):
             cmdline = Path(f"/proc/{cluster.nodes[nid].pid}/cmdline").read_bytes()
             assert secret.encode() not in cmdline
-        await cluster.close_clients()
-        for nid in cluster.node_ids:
-            await cluster.stop_node(nid)
+        await cluster.stop_all()
         for node in [*cluster.nodes.values(), *impostors]:
             out = own_output(node)
             assert secret not in out and wrong not in out, f"{node.name} logged a secret"

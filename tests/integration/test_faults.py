@@ -6,6 +6,7 @@ that stall while others carry on.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 from client import Msg, StanConnection, StanError, connect
@@ -218,3 +219,27 @@ async def test_stuck_subscribers_do_not_stop_publishers_or_other_channels(
         "the flooded subscriber to hold 20000 unacked messages",
         state=lambda: len(flooded.msgs),
     )
+
+
+async def test_node_exits_when_its_raft_address_is_taken(stan_node: StanNodeFactory) -> None:
+    # Something else listens on the node's Raft address: after a few seconds of
+    # patience the node says so and exits 1, instead of retrying unseen.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        taken = f"127.0.0.1:{holder.getsockname()[1]}"
+        node = stan_node(
+            "--clustered",
+            "--cluster_node_id",
+            "a",
+            "--cluster_peers",
+            f"a={taken},b=127.0.0.1:{free_port()},c=127.0.0.1:{free_port()}",
+            wait_ready=False,
+        )
+        rc = await asyncio.to_thread(node.wait_exit, 30)
+        assert rc == 1, f"expected exit 1 within 30s, got {rc}; log:\n{node.log_tail()}"
+        failure = node.wait_for_log("Failed to start:")
+        assert f"cannot listen on the Raft address {taken}" in failure, failure
+    finally:
+        holder.close()

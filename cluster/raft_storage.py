@@ -1,0 +1,170 @@
+"""Storage side of the Raft glue: pysyncobj's journal and our snapshots.
+
+* ``create_journal``: pysyncobj's file journal, flushed per entry when the
+  node runs with ``cluster_sync`` (``SyncedFileJournal``).
+* ``reserve_blocks``: disk blocks for the journal ahead of its growth.
+* ``SnapshotMixin``: the serializer pysyncobj calls to compact its log. The
+  copy of the store runs in its own thread so the ticks go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import pickle
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.journal import FileJournal, createJournal
+
+from cluster.fsm import StateMachine
+
+log = logging.getLogger("stanchion.raft")
+
+#: The pickle protocol of pysyncobj's messages and of our snapshots' header.
+PICKLE_PROTOCOL = 5
+
+
+class SyncedFileJournal(FileJournal):  # type: ignore[misc]
+    """pysyncobj's file journal, flushed to disk (msync) after every entry.
+
+    The stock journal writes through mmap and never syncs: a killed process
+    loses nothing, a power loss can. This is what ``cluster_sync`` turns on.
+    """
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        super().add(command, idx, term)
+        self.flush()
+
+
+def create_journal(sync: bool) -> Callable[[str | None], Any]:
+    def create(path: str | None) -> Any:
+        if path is not None and sync:
+            return SyncedFileJournal(path)
+        return createJournal(path)
+
+    return create
+
+
+class SnapshotMixin:
+    """Snapshots of the store for pysyncobj's log compaction (see RaftGlue)."""
+
+    fsm: StateMachine
+    #: Snapshots carry the store only when it is persistent.
+    snapshot_store: bool
+    _snapshot_thread: threading.Thread | None = None
+    _snapshot_state: int = SERIALIZER_STATE.NOT_SERIALIZING
+
+    def serialize(self, filename: str, raft_data: Any) -> None:  # in a tick
+        """Start writing a snapshot; pysyncobj polls ``serialize_state``.
+
+        The copy runs in its own thread so the ticks keep sending
+        heartbeats. Its LMDB read transaction begins after the entry pysyncobj
+        records (``raft_data``) was applied, so the image holds that state or a
+        later one, and records its own applied index: a node restoring it skips
+        the entries the image already contains. pysyncobj then tries to rename
+        its temporary name and fails (nothing is written there); the result
+        comes from ``serialize_state`` instead.
+        """
+        final = filename[: -len(".tmp")] if filename.endswith(".tmp") else filename
+        head = pickle.dumps(raft_data, protocol=PICKLE_PROTOCOL)
+        self._snapshot_state = SERIALIZER_STATE.SERIALIZING
+        self._snapshot_thread = threading.Thread(
+            target=self._write_snapshot, args=(final, head), name="snapshot", daemon=True
+        )
+        self._snapshot_thread.start()
+
+    def _write_snapshot(self, final: str, head: bytes) -> None:  # snapshot thread
+        """File layout: 8-byte big-endian length of the pickled raft data, the
+        pickle, then the store image. Written aside and renamed into place."""
+        partial = final + ".partial"
+        fd, image = tempfile.mkstemp(dir=os.path.dirname(final), prefix=".snap-")
+        os.close(fd)
+        started = time.monotonic()
+        try:
+            if self.snapshot_store:
+                self.fsm.store.snapshot(image)
+            with open(partial, "wb") as out, open(image, "rb") as src:
+                out.write(struct.pack(">Q", len(head)))
+                out.write(head)
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, final)
+            self._snapshot_state = SERIALIZER_STATE.SUCCESS
+            log.info(
+                "snapshot written file=%s bytes=%d seconds=%.3f",
+                final,
+                os.path.getsize(final),
+                time.monotonic() - started,
+            )
+        except Exception:
+            self._snapshot_state = SERIALIZER_STATE.FAILED
+            log.exception("snapshot failed file=%s", final)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(image)
+
+    def serialize_state(self) -> int:  # in a tick
+        thread = self._snapshot_thread
+        if thread is not None and thread.is_alive():
+            return int(SERIALIZER_STATE.SERIALIZING)
+        state = self._snapshot_state
+        if state != SERIALIZER_STATE.SERIALIZING:
+            self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
+        return int(state)
+
+    def deserialize(self, filename: str) -> Any:  # in a tick
+        """Load a snapshot: ours at startup, or one sent by the leader.
+
+        The store is replaced only when the snapshot is ahead of it (a node
+        that fell behind); at startup the store is normally ahead or equal and
+        is kept, and pysyncobj replays the journal past the snapshot.
+        """
+        with open(filename, "rb") as src:
+            (n,) = struct.unpack(">Q", src.read(8))
+            raft_data = pickle.loads(src.read(n))
+            fd, image = tempfile.mkstemp(dir=os.path.dirname(filename), prefix=".restore-")
+            with os.fdopen(fd, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+        try:
+            store = self.fsm.store
+            if not self.snapshot_store or os.path.getsize(image) == 0:
+                return raft_data
+            snap_index = store.snapshot_applied_index(image)
+            if snap_index > store.applied_index():
+                log.info(
+                    "restoring store from snapshot index=%d local=%d",
+                    snap_index,
+                    store.applied_index(),
+                )
+                store.restore(image)
+        finally:
+            os.unlink(image)
+        return raft_data
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+_libc: Any = None
+
+
+def reserve_blocks(fd: int, length: int) -> None:
+    """Allocate disk blocks for the first ``length`` bytes of a file without
+    changing its size (fallocate with FALLOC_FL_KEEP_SIZE: pysyncobj reads the
+    file size as its map size). Raises OSError, e.g. ENOSPC."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    if _libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
