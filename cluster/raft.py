@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import mmap
 import os
 import socket
 import tempfile
@@ -43,7 +42,13 @@ from pysyncobj.journal import createJournal
 
 from cluster.fsm import Outcome, StateMachine
 from cluster.raft_io import LoopPoller, StoredZlib, TickDriver
-from cluster.raft_storage import PICKLE_PROTOCOL, SnapshotMixin, create_journal, reserve_blocks
+from cluster.raft_storage import (
+    PICKLE_PROTOCOL,
+    JournalSpace,
+    SnapshotMixin,
+    create_journal,
+    trim_journal_pages,
+)
 from protocol import errors
 
 log = logging.getLogger("stanchion.raft")
@@ -88,6 +93,9 @@ class RaftBindError(Exception):
 #: Seconds a leader waits for an append to carry a new commit index to the
 #: followers before sending one just for that.
 COMMIT_NOTIFY_DELAY = 0.02
+
+#: Seconds before the followers outside the fast majority get new entries.
+LAZY_SEND_DELAY = 0.003
 
 #: Seconds a node keeps trying to listen on its Raft address at startup.
 BIND_PATIENCE = 5.0
@@ -147,8 +155,7 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._glue = glue
         self._single = not settings.partners
         self._next_trim = 0.0
-        self._journal_reserved = 0
-        self._journal_retry_at = 0.0
+        self._journal_space = JournalSpace(fsm)
         self._log_bytes = 0
         # Members reach the same log position together: stagger their
         # snapshots by giving each its own threshold.
@@ -219,6 +226,8 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._commit_sent = 0
         self._commit_notify: Any = None
         self._send_scheduled = False
+        self._lazy_send: Any = None
+        self._stopped = False
 
     def _checkCommandsToApply(self) -> None:  # noqa: N802 - pysyncobj's name
         # Only the leader appends commands. pysyncobj would forward a command
@@ -283,12 +292,56 @@ class _Node(SyncObj):  # type: ignore[misc]
 
     def _send_appended(self) -> None:
         self._send_scheduled = False
-        if not self._isLeader():
+        if self._stopped or not self._isLeader():
             return  # the entries are the new leader's to keep or overwrite
         self._reserve_journal_space()
         if self._single:
             self._commit_alone()
-        else:
+            return
+        # New entries go at once only to the followers needed for a majority
+        # (the most caught-up ones), the others get them a few milliseconds
+        # later in one append: each append costs a wake-up, a send and a reply
+        # on a machine where every process competes for a few cores. A fast
+        # follower that stalls falls behind and is replaced at the next send.
+        fast = self._fast_followers()
+        if fast is None:
+            self._SyncObj__sendAppendEntries()
+            return
+        others = self._SyncObj__otherNodes
+        self._SyncObj__otherNodes = fast
+        try:
+            SyncObj._SyncObj__sendAppendEntries(self)
+        finally:
+            self._SyncObj__otherNodes = others
+        if self._lazy_send is None:
+            self._lazy_send = self._glue.loop.call_later(LAZY_SEND_DELAY, self._send_lazy)
+
+    def _fast_followers(self) -> set[Any] | None:
+        """The most caught-up connected followers that make a majority with
+        the leader, or None when all connected followers are needed."""
+        others = self._SyncObj__otherNodes
+        need = (len(others) + 1) // 2  # followers that make a majority with us
+        connected = [n for n in others if n in self._SyncObj__connectedNodes]
+        if len(connected) <= need:
+            return None
+        match = self._SyncObj__raftMatchIndex
+        connected.sort(key=lambda n: (-match.get(n, 0), n.id))
+        return set(connected[:need])
+
+    def stop_sending(self) -> None:
+        """Last appends before destroy; no timer of ours runs afterwards."""
+        self._stopped = True
+        for handle in (self._lazy_send, self._commit_notify):
+            if handle is not None:
+                handle.cancel()
+        self._lazy_send = self._commit_notify = None
+        if self._isLeader() and not self._single:
+            with contextlib.suppress(Exception):
+                SyncObj._SyncObj__sendAppendEntries(self)
+
+    def _send_lazy(self) -> None:
+        self._lazy_send = None
+        if not self._stopped and self._isLeader():
             self._SyncObj__sendAppendEntries()
 
     def _SyncObj__sendAppendEntries(self) -> None:  # noqa: N802 - overrides pysyncobj's
@@ -298,7 +351,11 @@ class _Node(SyncObj):  # type: ignore[misc]
 
     def _notify_commit(self) -> None:
         self._commit_notify = None
-        if self._isLeader() and self._SyncObj__raftCommitIndex > self._commit_sent:
+        if (
+            not self._stopped
+            and self._isLeader()
+            and self._SyncObj__raftCommitIndex > self._commit_sent
+        ):
             self._SyncObj__sendAppendEntries()
 
     def _refuse_queued_commands(self) -> None:
@@ -312,52 +369,10 @@ class _Node(SyncObj):  # type: ignore[misc]
                 callback(None, FAIL_REASON.NOT_LEADER)
 
     def _reserve_journal_space(self) -> None:
-        """Allocate disk blocks for the journal ahead of its growth.
-
-        pysyncobj grows its journal file without allocating blocks and writes
-        it through a memory map: on a full disk the write would kill the
-        process with SIGBUS. Blocks for the next doubling are allocated once
-        the journal is half full; when that fails the store refuses new work
-        (like a full store) while the remaining half takes what is in flight.
-        """
-        journal = self._SyncObj__raftLog
-        rfile = getattr(journal, "_FileJournal__journalFile", None)
-        if rfile is None:
-            return
-        size = rfile._ResizableFile__mm.size()
-        used = journal._FileJournal__currentOffset
-        if used * 2 < size or size <= self._journal_reserved // 2:
-            return
-        now = time.monotonic()
-        if now < self._journal_retry_at:
-            return
-        try:
-            reserve_blocks(rfile._ResizableFile__f.fileno(), size * 2)
-        except OSError as exc:
-            self._journal_retry_at = now + 1.0
-            if not self._fsm.storage_error:
-                log.error("cannot grow the Raft journal: %s", exc)
-            self._fsm.storage_error = f"raft journal: {exc.strerror or exc}"
-            return
-        self._journal_reserved = size * 2
-        if self._fsm.storage_error.startswith("raft journal:"):
-            self._fsm.storage_error = ""
+        self._journal_space.reserve(self._SyncObj__raftLog)
 
     def _trim_journal_pages(self) -> None:
-        """Drop the journal's pages from this process's resident set.
-
-        pysyncobj writes its journal through a shared file mapping, and every
-        page written stays mapped (it counts in RSS although it is page cache
-        the kernel can reclaim). Unmapping the pages from the page tables does
-        not lose data: the next access maps them again from the file.
-        """
-        journal = self._SyncObj__raftLog
-        mapped = getattr(
-            getattr(journal, "_FileJournal__journalFile", None), "_ResizableFile__mm", None
-        )
-        if mapped is not None:
-            with contextlib.suppress(OSError, ValueError):
-                mapped.madvise(mmap.MADV_DONTNEED)
+        trim_journal_pages(self._SyncObj__raftLog)
 
     @replicated  # type: ignore[misc]
     def apply_command(self, blob: bytes) -> Outcome:
@@ -509,9 +524,12 @@ class RaftGlue(SnapshotMixin):
         }
 
     def destroy(self) -> None:
-        """Stop ticking and close the Raft sockets and journal (on the loop)."""
+        """Stop ticking and close the Raft sockets and journal (on the loop).
+        A leader first hands the followers what they have not been sent yet
+        (entries and commit index), so they apply what it acknowledged."""
         if self.driver is not None:
             self.driver.stop()
+        self.node.stop_sending()
         self.node.destroy()
         if self.driver is not None:
             self.driver.poller.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import mmap
 import os
 import pickle
 import struct
@@ -51,6 +52,62 @@ def create_journal(sync: bool) -> Callable[[str | None], Any]:
         return createJournal(path)
 
     return create
+
+
+class JournalSpace:
+    """Allocates disk blocks for pysyncobj's journal ahead of its growth.
+
+    pysyncobj grows its journal file without allocating blocks and writes
+    it through a memory map: on a full disk the write would kill the
+    process with SIGBUS. Blocks for the next doubling are allocated once
+    the journal is half full; when that fails the store refuses new work
+    (like a full store, through ``fsm.storage_error``) while the remaining
+    half takes what is in flight.
+    """
+
+    def __init__(self, fsm: StateMachine) -> None:
+        self._fsm = fsm
+        self._reserved = 0
+        self._retry_at = 0.0
+
+    def reserve(self, journal: Any) -> None:
+        rfile = getattr(journal, "_FileJournal__journalFile", None)
+        if rfile is None:
+            return
+        size = rfile._ResizableFile__mm.size()
+        used = journal._FileJournal__currentOffset
+        if used * 2 < size or size <= self._reserved // 2:
+            return
+        now = time.monotonic()
+        if now < self._retry_at:
+            return
+        try:
+            reserve_blocks(rfile._ResizableFile__f.fileno(), size * 2)
+        except OSError as exc:
+            self._retry_at = now + 1.0
+            if not self._fsm.storage_error:
+                log.error("cannot grow the Raft journal: %s", exc)
+            self._fsm.storage_error = f"raft journal: {exc.strerror or exc}"
+            return
+        self._reserved = size * 2
+        if self._fsm.storage_error.startswith("raft journal:"):
+            self._fsm.storage_error = ""
+
+
+def trim_journal_pages(journal: Any) -> None:
+    """Drop the journal's pages from this process's resident set.
+
+    pysyncobj writes its journal through a shared file mapping, and every
+    page written stays mapped (it counts in RSS although it is page cache
+    the kernel can reclaim). Unmapping the pages from the page tables does
+    not lose data: the next access maps them again from the file.
+    """
+    mapped = getattr(
+        getattr(journal, "_FileJournal__journalFile", None), "_ResizableFile__mm", None
+    )
+    if mapped is not None:
+        with contextlib.suppress(OSError, ValueError):
+            mapped.madvise(mmap.MADV_DONTNEED)
 
 
 class SnapshotMixin:
