@@ -68,9 +68,12 @@ class SetupResult:
         )
 
     def ratio(self, run: RunResult) -> float:
-        """Async: publish rate / raw 100-in-flight rate. Sync: ack p50 / raw 1-in-flight p50."""
+        """Async: publish rate / raw 100-in-flight rate. Sync: ack p50 / raw
+        1-in-flight p50, the raw measured right before and after that run when
+        it was (the machine's speed drifts within minutes here), else the
+        best raw of the setup."""
         if run.config.sync:
-            base = self.raw1.latency.p50
+            base = run.adjacent_raw_p50 or self.raw1.latency.p50
             return run.latency.p50 / base if base > 0 else 0.0
         base = self.raw100.rate
         return run.pub_total.msgs_per_s / base if base > 0 else 0.0
@@ -103,6 +106,11 @@ def render_table(headers: list[str], rows: list[list[str]], right: set[int]) -> 
 
 def _load(avg: tuple[float, float, float]) -> str:
     return " ".join(f"{x:.2f}" for x in avg)
+
+
+def _best_ratio(setup: SetupResult, run: RunResult) -> float:
+    base = setup.raw1.latency.p50
+    return run.latency.p50 / base if base > 0 else 0.0
 
 
 def format_suite(suite: SuiteResult) -> str:
@@ -151,8 +159,20 @@ def format_suite(suite: SuiteResult) -> str:
             )
     out += ["", render_table(headers, rows, right={3, 4, 5, 6, 7, 8, 9}), ""]
     out.append("vs raw: async = publish msgs/s / raw 100-in-flight req/s (higher is better);")
-    out.append("        sync = publish round trip p50 / raw 1-in-flight round trip p50 (lower);")
-    out.append("        raw = the better of the measurements before and after that setup.")
+    out.append("        sync = publish round trip p50 / raw 1-in-flight round trip p50 (lower),")
+    out.append("        that raw measured right before and after the sync run (mean of the two);")
+    out.append("        async raw = the better of the measurements before and after that setup.")
+    adjacent = [
+        f"  {s.label} {r.config.mode} {r.config.num_pubs}/{r.config.num_subs}: "
+        + ", ".join(human_duration(x.latency.p50) for x in r.adjacent_raw)
+        + f"; with the best raw of the setup: {_best_ratio(s, r):.1f}x"
+        for s in suite.setups
+        for r in s.runs
+        if r.adjacent_raw
+    ]
+    if adjacent:
+        out += ["", "Raw 1-in-flight round trip p50 right before and after each sync run:"]
+        out += adjacent
     out += ["", "Node memory after the runs (VmRSS / RssAnon):"]
     for s in suite.setups:
         mems = ", ".join(
@@ -204,13 +224,18 @@ def suite_csv_rows(suite: SuiteResult) -> list[dict[str, str]]:
 
     for s in suite.setups:
         base = common | {"setup_nodes": str(s.nodes)}
-        for raw in s.raw:
+        around = [
+            (f"around sync {r.config.num_pubs}/{r.config.num_subs}", raw)
+            for r in s.runs
+            for raw in r.adjacent_raw
+        ]
+        for when, raw in [(raw.when, raw) for raw in s.raw] + around:
             lat = raw.latency
             rows.append(
                 base
                 | {
                     "kind": "raw",
-                    "when": raw.when,
+                    "when": when,
                     "in_flight": str(raw.in_flight),
                     "req_per_s": f"{raw.rate:.1f}",
                     "msgs": str(raw.requests),

@@ -165,6 +165,15 @@ class RunResult:
     latency: Latency
     #: Per subscriber: messages received.
     received: list[int] = field(default_factory=list)
+    #: Raw 1-in-flight request/reply measured right before and right after
+    #: this run (sync runs of the suite): the same machine conditions.
+    adjacent_raw: list[RawResult] = field(default_factory=list)
+
+    @property
+    def adjacent_raw_p50(self) -> float:
+        """Mean of the adjacent raw medians (0 when none was measured)."""
+        got = [r.latency.p50 for r in self.adjacent_raw if r.latency.p50 > 0]
+        return sum(got) / len(got) if got else 0.0
 
     @property
     def pub_total(self) -> Sample:

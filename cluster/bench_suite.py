@@ -54,7 +54,7 @@ from cluster.bench_report import (
     suite_csv_rows,
 )
 from cluster.bench_run import run, run_interruptible
-from cluster.bench_stats import RunConfig, human_duration, to_csv
+from cluster.bench_stats import RawResult, RunConfig, human_duration, to_csv
 from cluster.natsproc import nats_server_binary
 
 READY_LINE = "Streaming Server is ready"
@@ -157,7 +157,10 @@ def run_setup(
                 timeout=opts.timeout,
             )
             _say(f"[{label}] {mode}, 1 pub / {subs} sub, {cfg.num_msgs:,} msgs")
+            before = _adjacent_raw(nats_url, opts) if sync else None
             result = run_interruptible(run(cfg, progress))
+            if before is not None:
+                result.adjacent_raw = [before, _adjacent_raw(nats_url, opts)]
             setup.runs.append(result)
             sub = f", sub {result.sub_total.msgs_per_s:,.0f} msgs/s" if subs else ""
             _say(
@@ -174,6 +177,12 @@ def run_setup(
         stop_all([n.child for n in nodes])
     measure_raw(nats_url, opts, setup, "after")
     return setup
+
+
+def _adjacent_raw(nats_url: str, opts: SuiteOptions) -> RawResult:
+    """A short raw 1-in-flight measurement next to a sync run."""
+    count = max(200, opts.raw1_requests // 3)
+    return run_interruptible(measure(nats_url, RAW_SUBJECT, 1, count, opts.msg_size))
 
 
 def measure_raw(nats_url: str, opts: SuiteOptions, setup: SetupResult, when: str) -> None:

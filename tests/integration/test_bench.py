@@ -131,3 +131,52 @@ def test_bench_publishers_in_worker_processes(
         *("--channel", "b2"),
     )
     check_report(out, pubs=3, subs=2, per_pub=500)
+
+
+def test_bench_suite_quick_one_node(tmp_path: Path) -> None:
+    # What `make bench` runs, shortened: its own nats-server, responder and node.
+    csv_path = tmp_path / "suite.csv"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cluster.cli",
+            "bench",
+            "--suite",
+            "--quick",
+            "--nodes",
+            "1",
+            "--no-progress",
+            "--csv",
+            str(csv_path),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT * 2,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"suite exited {proc.returncode}\n{out}\n{proc.stderr}"
+    rows = re.findall(
+        r"^1 node\s+(async|sync)\s+1/([01]).*?([\d.]+)(x raw1 RTT| of raw100)\s+yes$", out, re.M
+    )
+    assert sorted((m, s, kind) for m, s, _r, kind in rows) == [
+        ("async", "0", " of raw100"),
+        ("async", "1", " of raw100"),
+        ("sync", "0", "x raw1 RTT"),
+        ("sync", "1", "x raw1 RTT"),
+    ], out
+    assert all(float(r) > 0 for _m, _s, r, _k in rows), out
+    # Each sync run is compared with raw round trips measured right around it.
+    around = re.findall(
+        r"^  1 node sync 1/[01]: ([\d.]+ (?:µs|ms)), ([\d.]+ (?:µs|ms));", out, re.M
+    )
+    assert len(around) == 2, out
+    with open(csv_path, newline="") as f:
+        table = list(csv.DictReader(f))
+    whens = sorted(r["when"] for r in table if r["kind"] == "raw")
+    assert whens == sorted(
+        ["before", "before", "after", "after"] + ["around sync 1/0"] * 2 + ["around sync 1/1"] * 2
+    ), whens
+    runs = [r for r in table if r["kind"] == "run"]
+    assert len(runs) == 4 and all(float(r["ratio"]) > 0 for r in runs), runs
