@@ -169,6 +169,11 @@ class SnapshotMixin:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(image)
+            if self.snapshot_store:
+                # The copy read every page of the store through its map: drop
+                # them from the resident set now rather than at the next trim.
+                with contextlib.suppress(Exception):
+                    self.fsm.store.release_memory()
 
     def serialize_state(self) -> int:  # in a tick
         thread = self._snapshot_thread
