@@ -34,9 +34,7 @@ from cluster.fsm import (
     Event,
     Outcome,
     PendingMoved,
-    PublishResult,
     StateMachine,
-    SubAdded,
     SubRemoved,
 )
 from cluster.import_admin import handler as import_handler
@@ -50,34 +48,19 @@ from cluster.raft import (
     RaftGlue,
     RaftSettings,
 )
+from cluster.server_clients import PROPOSAL_TIMEOUT, ClientsMixin
+from cluster.server_publish import PublishMixin
+from cluster.server_subs import SubscriptionsMixin
 from protocol import errors
-from protocol.messages import (
-    Ack,
-    CloseRequest,
-    CloseResponse,
-    ConnectRequest,
-    ConnectResponse,
-    CtrlMsg,
-    Ping,
-    PingResponse,
-    PubMsg,
-    SubscriptionRequest,
-    SubscriptionResponse,
-    UnsubscribeRequest,
-    decode,
-    encode_pub_ack,
-)
-from protocol.subjects import Subjects, is_valid_channel, is_valid_client_id
+from protocol.subjects import Subjects
 from store import open_store
-from store.api import ServerInfo, Store, SubRecord
+from store.api import ServerInfo, Store
 
 log = logging.getLogger("stanchion.server")
 
 VERSION = "0.1.0"
 #: Reference server version reported to tools that compare it.
 REFERENCE_VERSION = "0.25.6"
-#: Duplicate client ID probe timeout (s).
-DUP_PROBE_TIMEOUT = 0.5
 #: Attempts per NATS URL at startup, 0.25 s apart, before the node gives up
 #: and exits (the reference exits at once when it cannot connect; a second
 #: and third try ride out a nats-server that is still binding its port).
@@ -85,10 +68,6 @@ DUP_PROBE_TIMEOUT = 0.5
 NATS_FIRST_CONNECT_TRIES = 3
 #: Seconds one attempt may take to open the connection (TCP, TLS, CONNECT).
 NATS_CONNECT_TIMEOUT = 2.0
-#: Deadline of a replicated proposal (s).
-PROPOSAL_TIMEOUT = 10.0
-#: Payload bytes in one replicated publish entry (a larger message goes alone).
-MAX_BATCH_BYTES = 256 * 1024
 _SUB_PENDING_MSGS = 4_000_000
 _SUB_PENDING_BYTES = 1 << 30
 
@@ -105,7 +84,7 @@ def ack_prefix_for(cluster_id: str) -> str:
     return f"_INBOX.STANACK{digest}"
 
 
-class Server:
+class Server(ClientsMixin, PublishMixin, SubscriptionsMixin):
     """A running node. ``await start()``, then ``await stop()``."""
 
     def __init__(self, cfg: ServerConfig) -> None:
@@ -560,335 +539,6 @@ class Server:
                 except ProposalError as exc:
                     log.warning("expiry failed err=%s", exc)
 
-    # -- connect / ping / close ---------------------------------------------------------------
-
-    async def handle_connect(self, msg: Msg) -> None:
-        if not msg.reply:
-            return
-        req = decode(ConnectRequest, msg.data)
-        if req is None or not req.heartbeatInbox:
-            return self._reply(msg, ConnectResponse(error=errors.INVALID_CONN_REQ))
-        if not is_valid_client_id(req.clientID):
-            return self._reply(msg, ConnectResponse(error=errors.INVALID_CLIENT_ID))
-        if self.fsm.storage_error:
-            return self._reply(msg, ConnectResponse(error=self.fsm.storage_error))
-        refresh = False
-        old = self.store.clients().get(req.clientID)
-        if old is not None:
-            if req.clientID in self._probing:
-                return self._reply(msg, ConnectResponse(error=errors.CLIENT_ID_REGISTERED))
-            self._probing.add(req.clientID)
-            try:
-                alive = await self._probe(old.hb_inbox, DUP_PROBE_TIMEOUT)
-            finally:
-                self._probing.discard(req.clientID)
-            if alive:
-                return self._reply(msg, ConnectResponse(error=errors.CLIENT_ID_REGISTERED))
-            refresh = True
-            log.debug("[Client:%s] replacing a client that did not answer", req.clientID)
-            self._flush_delivery_state(self.delivery.views_of_client(req.clientID))
-        cmd = c.Connect(
-            client_id=req.clientID,
-            hb_inbox=req.heartbeatInbox,
-            conn_id=bytes(req.connID),
-            protocol=req.protocol,
-            ping_interval=req.pingInterval,
-            ping_max_out=req.pingMaxOut,
-            refresh=refresh,
-        )
-        try:
-            out = await self._propose(cmd)
-        except ProposalError as exc:
-            return self._reply(msg, ConnectResponse(error=str(exc)))
-        self._apply_events(out.events)
-        if out.error:
-            return self._reply(msg, ConnectResponse(error=out.error))
-        self._start_hb(req.clientID)
-        s = self.subjects
-        resp = ConnectResponse(
-            pubPrefix=s.pub_prefix,
-            subRequests=s.sub,
-            unsubRequests=s.unsub,
-            closeRequests=s.close,
-            subCloseRequests=s.subclose,
-            protocol=1,
-        )
-        if req.protocol >= 1:
-            resp.pingRequests = s.pings
-            resp.pingInterval = req.pingInterval
-            resp.pingMaxOut = req.pingMaxOut
-        log.debug("[Client:%s] Connected (Inbox=%s)", req.clientID, req.heartbeatInbox)
-        self._reply(msg, resp)
-
-    async def handle_ping(self, msg: Msg) -> None:
-        if not msg.reply or not msg.data:
-            return
-        ping = decode(Ping, msg.data)
-        if ping is None:
-            return
-        client = self.store.client_by_conn_id(bytes(ping.connID))
-        if client is None:
-            self.outbox.send(
-                msg.reply, PingResponse(error=errors.CLIENT_REPLACED).SerializeToString()
-            )
-            return
-        self.outbox.send(msg.reply, b"")
-        if self._hb_failed.get(client.client_id):
-            self._start_hb(client.client_id, delay=0.001)
-
-    async def handle_close(self, msg: Msg) -> None:
-        req = decode(CloseRequest, msg.data)
-        if req is None:
-            return self._reply(msg, CloseResponse(error=errors.INVALID_CLOSE_REQ))
-        if req.clientID not in self.store.clients():
-            return self._reply(msg, CloseResponse(error=errors.UNKNOWN_CLIENT))
-        err = await self._close_client(req.clientID)
-        self._reply(msg, CloseResponse(error=err))
-
-    async def _close_client(self, client_id: str) -> str:
-        self._flush_delivery_state(self.delivery.views_of_client(client_id))
-        try:
-            out = await self._propose(c.Disconnect(client_id))
-        except ProposalError as exc:
-            return str(exc)
-        self._apply_events(out.events)
-        log.debug("[Client:%s] Closed", client_id)
-        return out.error
-
-    # -- heartbeats ------------------------------------------------------------------------------
-
-    def _start_hb(self, client_id: str, delay: float | None = None) -> None:
-        self._stop_hb(client_id, keep_count=True)
-        wait = self.cfg.hb_interval / 1e9 if delay is None else delay
-        self._hb_timers[client_id] = self.loop.call_later(wait, self._hb_fire, client_id)
-
-    def _stop_hb(self, client_id: str, keep_count: bool = False) -> None:
-        handle = self._hb_timers.pop(client_id, None)
-        if handle is not None:
-            handle.cancel()
-        if not keep_count:
-            self._hb_failed.pop(client_id, None)
-            self.delivery.failed_clients.discard(client_id)
-
-    def _hb_fire(self, client_id: str) -> None:
-        self._hb_timers.pop(client_id, None)
-        self._spawn(self._hb_check(client_id))
-
-    async def _hb_check(self, client_id: str) -> None:
-        client = self.store.clients().get(client_id)
-        if client is None or not self.is_leader:
-            return
-        alive = await self._probe(client.hb_inbox, self.cfg.hb_timeout / 1e9)
-        if not self.is_leader or self.store.clients().get(client_id) is not client:
-            return
-        if alive:
-            if self._hb_failed.pop(client_id, 0):
-                self.delivery.failed_clients.discard(client_id)
-            self._start_hb(client_id)
-            return
-        failed = self._hb_failed.get(client_id, 0) + 1
-        self._hb_failed[client_id] = failed
-        self.delivery.failed_clients.add(client_id)
-        if failed > self.cfg.hb_fail_count:
-            log.info("[Client:%s] Timed out on heartbeats", client_id)
-            await self._close_client(client_id)
-            return
-        self._start_hb(client_id)
-
-    async def _probe(self, inbox: str, timeout: float) -> bool:
-        """An empty request to a client inbox; any reply means alive."""
-        try:
-            await self.nc.request(inbox, b"", timeout=timeout)
-            return True
-        except Exception:  # noqa: BLE001 - timeout, no responders, connection trouble
-            return False
-
-    # -- publish (group commit) ---------------------------------------------------------------
-
-    async def handle_publish(self, msg: Msg) -> None:
-        pm = decode(PubMsg, msg.data)
-        if pm is None:
-            # A control message of the reference's servers is ignored silently.
-            if decode(CtrlMsg, msg.data) is None:
-                self._pub_ack(msg.reply, "", errors.INVALID_PUB_REQ)
-            return
-        self.in_msgs += 1
-        self.in_bytes += len(pm.data)
-        guid = pm.guid
-        channel = pm.subject
-        if not guid or not is_valid_channel(channel):
-            return self._pub_ack(msg.reply, guid, errors.INVALID_PUB_REQ)
-        if pm.connID:
-            known = self.store.client_by_conn_id(pm.connID) is not None
-        else:
-            known = pm.clientID in self.store.clients()
-        if not known:
-            return self._pub_ack(msg.reply, guid, errors.INVALID_PUB_REQ)
-        if self.fsm.storage_error:
-            # The store cannot write now (disk full): say so at once instead
-            # of letting the publish wait for a commit that cannot be applied.
-            return self._pub_ack(msg.reply, guid, self.fsm.storage_error)
-        self._pub_queue.append((channel, pm.reply, pm.data, guid, msg.reply))
-        if self._pub_scheduled:
-            return
-        if self._pub_inflight == 0:
-            # Nothing in flight: replicate at once (lowest latency). Otherwise
-            # gather what arrives until this loop turn ends (group commit).
-            self._propose_publishes()
-        elif self._pub_inflight < self.cfg.max_pub_proposals:
-            self._pub_scheduled = True
-            self.loop.call_soon(self._propose_publishes)
-
-    def _propose_publishes(self) -> None:
-        self._pub_scheduled = False
-        if not self.is_leader:
-            queued, self._pub_queue = self._pub_queue, []
-            for _ch, _reply, _data, guid, ack_subject in queued:
-                self._pub_ack(ack_subject, guid, errors.NOT_LEADER)
-            return
-        size = self.cfg.io_batch_size
-        queue = self._pub_queue
-        while queue and self._pub_inflight < self.cfg.max_pub_proposals:
-            # At most io_batch_size messages and about MAX_BATCH_BYTES per
-            # entry (a larger single message goes alone).
-            count = 0
-            total = 0
-            for item in queue[:size]:
-                total += len(item[2])
-                if count and total > MAX_BATCH_BYTES:
-                    break
-                count += 1
-            batch = queue[:count]
-            del queue[:count]
-            blob = c.encode_publish(time.time_ns(), [(m[0], m[1], m[2]) for m in batch])
-            self._pub_inflight += 1
-            start = self.loop.time()
-            self.raft.propose_with(
-                blob,
-                lambda out, err, b=batch, t=start: self._publish_done(b, out, err, t),
-                timeout=PROPOSAL_TIMEOUT,
-            )
-
-    def _publish_done(
-        self,
-        batch: list[tuple[str, str, bytes, str, str]],
-        out: Outcome | None,
-        failure: str,
-        started: float,
-    ) -> None:
-        """Answer a batch of publishes. Called where the batch is applied (in
-        a Raft tick) or when its proposal failed."""
-        self._pub_inflight -= 1
-        if self.commit_latency_observer is not None:
-            self.commit_latency_observer(self.loop.time() - started)
-        if out is None:
-            for _ch, _reply, _data, guid, ack_subject in batch:
-                self._pub_ack(ack_subject, guid, failure)
-        else:
-            results: list[PublishResult] = out.value or []
-            if out.error or len(results) != len(batch):
-                for _ch, _reply, _data, guid, ack_subject in batch:
-                    self._pub_ack(ack_subject, guid, out.error or "store error")
-            else:
-                per_channel: dict[str, list[Any]] = {}
-                for res in results:
-                    if res.msg is not None:
-                        per_channel.setdefault(res.channel, []).append(res.msg)
-                if self._is_serving:
-                    for channel, msgs in per_channel.items():
-                        self.delivery.on_stored(channel, msgs)
-                for res, item in zip(results, batch, strict=True):
-                    self._pub_ack(item[4], item[3], res.error)
-        if self._pub_queue and not self._pub_scheduled:
-            self._pub_scheduled = True
-            self.loop.call_soon(self._propose_publishes)
-
-    def _pub_ack(self, subject: str, guid: str, error: str = "") -> None:
-        if subject:
-            self.outbox.send(subject, encode_pub_ack(guid, error))
-
-    # -- subscriptions ---------------------------------------------------------------------------
-
-    async def handle_subscribe(self, msg: Msg) -> None:
-        req = decode(SubscriptionRequest, msg.data)
-        if req is None:
-            return self._reply(msg, SubscriptionResponse(error=errors.INVALID_SUB_REQ))
-        err = _check_sub_request(req)
-        if err:
-            return self._reply(msg, SubscriptionResponse(error=err))
-        if req.clientID not in self.store.clients():
-            return self._reply(msg, SubscriptionResponse(error=errors.UNKNOWN_CLIENT))
-        if self.fsm.storage_error:
-            return self._reply(msg, SubscriptionResponse(error=self.fsm.storage_error))
-        cmd = c.Subscribe(
-            client_id=req.clientID,
-            channel=req.subject,
-            qgroup=req.qGroup,
-            inbox=req.inbox,
-            max_inflight=req.maxInFlight,
-            ack_wait=req.ackWaitInSecs,
-            durable_name=req.durableName,
-            start_position=int(req.startPosition),
-            start_sequence=req.startSequence,
-            start_time_delta=req.startTimeDelta,
-            ack_inbox=f"{self.ack_prefix}.{self.nuid.next().decode()}",
-            now=time.time_ns(),
-            replace_durable=self.cfg.replace_durable,
-        )
-        if cmd.replace_durable and cmd.durable_name and not cmd.qgroup:
-            self._flush_delivery_state()
-        try:
-            out = await self._propose(cmd)
-        except ProposalError as exc:
-            return self._reply(msg, SubscriptionResponse(error=str(exc)))
-        self._apply_events([e for e in out.events if not isinstance(e, SubAdded)])
-        if out.error:
-            return self._reply(msg, SubscriptionResponse(error=out.error))
-        rec: SubRecord = out.value
-        view = self.delivery.add(rec, self.store.pending(rec.channel, rec.sub_id), startup=False)
-        self._reply(msg, SubscriptionResponse(ackInbox=rec.ack_inbox))
-        log.debug(
-            "[Client:%s] Started new subscription channel=%s sub_id=%d inbox=%s",
-            rec.client_id,
-            rec.channel,
-            rec.sub_id,
-            rec.inbox,
-        )
-        self.delivery.start(view)
-
-    async def handle_unsubscribe(self, msg: Msg) -> None:
-        await self._unsub_or_close(msg, close=False)
-
-    async def handle_subclose(self, msg: Msg) -> None:
-        await self._unsub_or_close(msg, close=True)
-
-    async def _unsub_or_close(self, msg: Msg, *, close: bool) -> None:
-        req = decode(UnsubscribeRequest, msg.data)
-        if req is None:
-            return self._reply(msg, SubscriptionResponse(error=errors.INVALID_UNSUB_REQ))
-        view = self.delivery.by_ack_inbox.get(req.inbox)
-        if view is None:
-            ch = self.delivery.channels.get(req.subject)
-            if ch is not None:
-                members = list(ch.subs) + [m for g in ch.groups.values() for m in g.members]
-                view = next((v for v in members if v.inbox == req.inbox), None)
-        if view is not None:
-            self._flush_delivery_state([view])
-        cls = c.CloseSub if close else c.Unsubscribe
-        try:
-            out = await self._propose(cls(req.clientID, req.subject, req.inbox))
-        except ProposalError as exc:
-            return self._reply(msg, SubscriptionResponse(error=str(exc)))
-        self._apply_events(out.events)
-        self._reply(msg, SubscriptionResponse(error=out.error))
-
-    async def handle_ack(self, msg: Msg) -> None:
-        ack = decode(Ack, msg.data)
-        if ack is None:
-            return  # ignored, as the reference does
-        if self._is_serving:
-            self.delivery.on_ack(msg.subject, ack.subject, ack.sequence)
-
     # -- helpers --------------------------------------------------------------------------------
 
     def _reply(self, msg: Msg, resp: Any) -> None:
@@ -898,21 +548,6 @@ class Server:
 
 class StartupError(Exception):
     """A configuration or state problem that stops the node at startup."""
-
-
-def _check_sub_request(req: SubscriptionRequest) -> str:
-    """Stateless checks of a subscription request, in the reference's order."""
-    if not req.clientID:
-        return errors.MISSING_CLIENT_ID
-    if req.ackWaitInSecs <= 0:
-        return errors.INVALID_ACK_WAIT
-    if req.maxInFlight <= 0:
-        return errors.INVALID_MAX_INFLIGHT
-    if not 0 <= int(req.startPosition) <= 4:
-        return errors.INVALID_START_POSITION
-    if not is_valid_channel(req.subject):
-        return errors.INVALID_SUBJECT
-    return ""
 
 
 def _ignore_failure(fut: asyncio.Future[Any]) -> None:

@@ -1,0 +1,149 @@
+"""Publishes on the leader: group commit (many publishes per replicated entry,
+a few entries in flight) and the PubAcks. A mixin of ``cluster.server.Server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from cluster import commands as c
+from cluster.config import ServerConfig
+from cluster.delivery import Delivery
+from cluster.fsm import Outcome, PublishResult, StateMachine
+from cluster.outbox import Outbox
+from cluster.raft import RaftGlue
+from cluster.server_clients import PROPOSAL_TIMEOUT
+from protocol import errors
+from protocol.messages import CtrlMsg, PubMsg, decode, encode_pub_ack
+from protocol.subjects import Subjects, is_valid_channel
+from store.api import Store
+
+log = logging.getLogger("stanchion.server")
+
+#: Payload bytes in one replicated publish entry (a larger message goes alone).
+MAX_BATCH_BYTES = 256 * 1024
+
+
+class PublishMixin:
+    """Publish intake, batching and acknowledgement (see the module text)."""
+
+    # Provided by Server (cluster.server).
+    cfg: ServerConfig
+    loop: asyncio.AbstractEventLoop
+    store: Store
+    fsm: StateMachine
+    raft: RaftGlue
+    nc: NATS
+    outbox: Outbox
+    delivery: Delivery
+    subjects: Subjects
+
+    # -- publish (group commit) ---------------------------------------------------------------
+
+    async def handle_publish(self, msg: Msg) -> None:
+        pm = decode(PubMsg, msg.data)
+        if pm is None:
+            # A control message of the reference's servers is ignored silently.
+            if decode(CtrlMsg, msg.data) is None:
+                self._pub_ack(msg.reply, "", errors.INVALID_PUB_REQ)
+            return
+        self.in_msgs += 1
+        self.in_bytes += len(pm.data)
+        guid = pm.guid
+        channel = pm.subject
+        if not guid or not is_valid_channel(channel):
+            return self._pub_ack(msg.reply, guid, errors.INVALID_PUB_REQ)
+        if pm.connID:
+            known = self.store.client_by_conn_id(pm.connID) is not None
+        else:
+            known = pm.clientID in self.store.clients()
+        if not known:
+            return self._pub_ack(msg.reply, guid, errors.INVALID_PUB_REQ)
+        if self.fsm.storage_error:
+            # The store cannot write now (disk full): say so at once instead
+            # of letting the publish wait for a commit that cannot be applied.
+            return self._pub_ack(msg.reply, guid, self.fsm.storage_error)
+        self._pub_queue.append((channel, pm.reply, pm.data, guid, msg.reply))
+        if self._pub_scheduled:
+            return
+        if self._pub_inflight == 0:
+            # Nothing in flight: replicate at once (lowest latency). Otherwise
+            # gather what arrives until this loop turn ends (group commit).
+            self._propose_publishes()
+        elif self._pub_inflight < self.cfg.max_pub_proposals:
+            self._pub_scheduled = True
+            self.loop.call_soon(self._propose_publishes)
+
+    def _propose_publishes(self) -> None:
+        self._pub_scheduled = False
+        if not self.is_leader:
+            queued, self._pub_queue = self._pub_queue, []
+            for _ch, _reply, _data, guid, ack_subject in queued:
+                self._pub_ack(ack_subject, guid, errors.NOT_LEADER)
+            return
+        size = self.cfg.io_batch_size
+        queue = self._pub_queue
+        while queue and self._pub_inflight < self.cfg.max_pub_proposals:
+            # At most io_batch_size messages and about MAX_BATCH_BYTES per
+            # entry (a larger single message goes alone).
+            count = 0
+            total = 0
+            for item in queue[:size]:
+                total += len(item[2])
+                if count and total > MAX_BATCH_BYTES:
+                    break
+                count += 1
+            batch = queue[:count]
+            del queue[:count]
+            blob = c.encode_publish(time.time_ns(), [(m[0], m[1], m[2]) for m in batch])
+            self._pub_inflight += 1
+            start = self.loop.time()
+            self.raft.propose_with(
+                blob,
+                lambda out, err, b=batch, t=start: self._publish_done(b, out, err, t),
+                timeout=PROPOSAL_TIMEOUT,
+            )
+
+    def _publish_done(
+        self,
+        batch: list[tuple[str, str, bytes, str, str]],
+        out: Outcome | None,
+        failure: str,
+        started: float,
+    ) -> None:
+        """Answer a batch of publishes. Called where the batch is applied (in
+        a Raft tick) or when its proposal failed."""
+        self._pub_inflight -= 1
+        if self.commit_latency_observer is not None:
+            self.commit_latency_observer(self.loop.time() - started)
+        if out is None:
+            for _ch, _reply, _data, guid, ack_subject in batch:
+                self._pub_ack(ack_subject, guid, failure)
+        else:
+            results: list[PublishResult] = out.value or []
+            if out.error or len(results) != len(batch):
+                for _ch, _reply, _data, guid, ack_subject in batch:
+                    self._pub_ack(ack_subject, guid, out.error or "store error")
+            else:
+                per_channel: dict[str, list[Any]] = {}
+                for res in results:
+                    if res.msg is not None:
+                        per_channel.setdefault(res.channel, []).append(res.msg)
+                if self._is_serving:
+                    for channel, msgs in per_channel.items():
+                        self.delivery.on_stored(channel, msgs)
+                for res, item in zip(results, batch, strict=True):
+                    self._pub_ack(item[4], item[3], res.error)
+        if self._pub_queue and not self._pub_scheduled:
+            self._pub_scheduled = True
+            self.loop.call_soon(self._propose_publishes)
+
+    def _pub_ack(self, subject: str, guid: str, error: str = "") -> None:
+        if subject:
+            self.outbox.send(subject, encode_pub_ack(guid, error))
