@@ -69,13 +69,14 @@ class JournalSpace:
         self._fsm = fsm
         self._reserved = 0
         self._retry_at = 0.0
+        self._known_size = 0
 
     def reserve(self, journal: Any) -> None:
-        rfile = getattr(journal, "_FileJournal__journalFile", None)
-        if rfile is None:
-            return
-        size = rfile._ResizableFile__mm.size()
-        used = journal._FileJournal__currentOffset
+        used = getattr(journal, "_FileJournal__currentOffset", None)
+        if used is None or used * 2 < self._known_size:
+            return  # (the file never shrinks: no need to ask its size, a syscall)
+        rfile = journal._FileJournal__journalFile
+        size = self._known_size = rfile._ResizableFile__mm.size()
         if used * 2 < size or size <= self._reserved // 2:
             return
         now = time.monotonic()
