@@ -62,6 +62,9 @@ def main() -> int:
             f"nats://127.0.0.1:{NATS_PORT}",
             "--dir",
             str(root / name),
+            # With -ns, -a only sets where monitoring listens: loopback only.
+            "-a",
+            "127.0.0.1",
             "-m",
             str(MONITOR[name]),
             "--clustered",
