@@ -4,18 +4,13 @@ that find dead clients. A mixin of ``cluster.server.Server``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from cluster import commands as c
-from cluster.config import ServerConfig
-from cluster.delivery import Delivery
-from cluster.fsm import StateMachine
-from cluster.outbox import Outbox
-from cluster.raft import ProposalError, RaftGlue
+from cluster.raft import ProposalError
+from cluster.server_state import ServerState
 from protocol import errors
 from protocol.messages import (
     CloseRequest,
@@ -26,8 +21,7 @@ from protocol.messages import (
     PingResponse,
     decode,
 )
-from protocol.subjects import Subjects, is_valid_client_id
-from store.api import Store
+from protocol.subjects import is_valid_client_id
 
 log = logging.getLogger("stanchion.server")
 
@@ -37,19 +31,8 @@ DUP_PROBE_TIMEOUT = 0.5
 PROPOSAL_TIMEOUT = 10.0
 
 
-class ClientsMixin:
+class ClientsMixin(ServerState):
     """Connect, ping, close and heartbeats (see the module text)."""
-
-    # Provided by Server (cluster.server).
-    cfg: ServerConfig
-    loop: asyncio.AbstractEventLoop
-    store: Store
-    fsm: StateMachine
-    raft: RaftGlue
-    nc: NATS
-    outbox: Outbox
-    delivery: Delivery
-    subjects: Subjects
 
     # -- connect / ping / close ---------------------------------------------------------------
 

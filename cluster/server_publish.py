@@ -4,25 +4,19 @@ a few entries in flight) and the PubAcks. A mixin of ``cluster.server.Server``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from cluster import commands as c
-from cluster.config import ServerConfig
-from cluster.delivery import Delivery
-from cluster.fsm import Outcome, PublishResult, StateMachine
-from cluster.outbox import Outbox
-from cluster.raft import RaftGlue
+from cluster.fsm import Outcome, PublishResult
 from cluster.server_clients import PROPOSAL_TIMEOUT
+from cluster.server_state import ServerState
 from protocol import errors
 from protocol.messages import CtrlMsg, PubMsg, decode, encode_pub_ack
-from protocol.subjects import Subjects, is_valid_channel
-from store.api import Store
+from protocol.subjects import is_valid_channel
 
 log = logging.getLogger("stanchion.server")
 
@@ -30,19 +24,8 @@ log = logging.getLogger("stanchion.server")
 MAX_BATCH_BYTES = 256 * 1024
 
 
-class PublishMixin:
+class PublishMixin(ServerState):
     """Publish intake, batching and acknowledgement (see the module text)."""
-
-    # Provided by Server (cluster.server).
-    cfg: ServerConfig
-    loop: asyncio.AbstractEventLoop
-    store: Store
-    fsm: StateMachine
-    raft: RaftGlue
-    nc: NATS
-    outbox: Outbox
-    delivery: Delivery
-    subjects: Subjects
 
     # -- publish (group commit) ---------------------------------------------------------------
 

@@ -4,19 +4,15 @@ A mixin of ``cluster.server.Server``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from cluster import commands as c
-from cluster.config import ServerConfig
-from cluster.delivery import Delivery
-from cluster.fsm import StateMachine, SubAdded
-from cluster.outbox import Outbox
-from cluster.raft import ProposalError, RaftGlue
+from cluster.fsm import SubAdded
+from cluster.raft import ProposalError
+from cluster.server_state import ServerState
 from protocol import errors
 from protocol.messages import (
     Ack,
@@ -25,25 +21,14 @@ from protocol.messages import (
     UnsubscribeRequest,
     decode,
 )
-from protocol.subjects import Subjects, is_valid_channel
-from store.api import Store, SubRecord
+from protocol.subjects import is_valid_channel
+from store.api import SubRecord
 
 log = logging.getLogger("stanchion.server")
 
 
-class SubscriptionsMixin:
+class SubscriptionsMixin(ServerState):
     """Subscription requests and acks (see the module text)."""
-
-    # Provided by Server (cluster.server).
-    cfg: ServerConfig
-    loop: asyncio.AbstractEventLoop
-    store: Store
-    fsm: StateMachine
-    raft: RaftGlue
-    nc: NATS
-    outbox: Outbox
-    delivery: Delivery
-    subjects: Subjects
 
     # -- subscriptions ---------------------------------------------------------------------------
 
