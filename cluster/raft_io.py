@@ -36,6 +36,8 @@ from typing import Any
 
 from pysyncobj.poller import POLL_EVENT_TYPE, Poller
 
+from store.api import StorageError
+
 log = logging.getLogger("stanchion.raft")
 
 _READ = POLL_EVENT_TYPE.READ
@@ -112,9 +114,9 @@ class TickDriver:
     """Runs a pysyncobj node's ticks on an asyncio loop (see the module text).
 
     ``tick`` is the node's tick body (``SyncObj._onTick``). An exception from
-    it (a storage failure while applying, which is retried) is logged at debug
-    level and the tick body is tried again after ``RETRY_DELAY`` (events are
-    still taken meanwhile); whoever raised it has said why.
+    it is retried after ``RETRY_DELAY`` (events are still taken meanwhile). A
+    storage failure while applying (``StorageError``: the state machine has
+    said why) is logged at debug level; anything else once per streak.
     """
 
     def __init__(
@@ -173,11 +175,15 @@ class TickDriver:
                 return
             self._tick(0.0)
             self._failures = 0
-        except Exception:  # noqa: BLE001 - the tick is retried; see the class text
+        except Exception as exc:  # noqa: BLE001 - the tick is retried; see the class text
             self._failures += 1
             # Wait a little so a failing apply does not spin the loop.
             self._retry_after = time.monotonic() + RETRY_DELAY
-            log.debug("raft tick failed (attempt %d)", self._failures, exc_info=True)
+            if self._failures == 1 and not isinstance(exc, StorageError):
+                # Not a full disk (the state machine reports those): a bug.
+                log.exception("raft tick failed; retrying")
+            else:
+                log.debug("raft tick failed (attempt %d)", self._failures, exc_info=True)
 
 
 class StoredZlib:

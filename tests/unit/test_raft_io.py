@@ -4,6 +4,7 @@ every node speaks, and the epoll poller the event loop drives."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import zlib
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from pysyncobj.poller import POLL_EVENT_TYPE
 
 from cluster.raft_io import LoopPoller, StoredZlib, TickDriver
+from store.api import StorageError
 
 
 @pytest.mark.parametrize("size", [0, 1, 300, 65535, 65536, 200_000, 1 << 20])
@@ -111,3 +113,35 @@ async def _until(cond: object, timeout: float = 5.0) -> None:
     while not cond():  # type: ignore[operator]
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.005)
+
+
+async def test_driver_retries_a_failing_tick_and_reports_bugs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+    poller = LoopPoller()
+    failures = {"left": 3}
+    ticks: list[str] = []
+
+    def tick(_t: float) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise failures.get("exc", RuntimeError("bug in a tick"))  # type: ignore[misc]
+        ticks.append("ok")
+
+    driver = TickDriver(loop, poller, tick, period=0.01)
+    caplog.set_level(logging.DEBUG, logger="stanchion.raft")
+    driver.start()
+    try:
+        await _until(lambda: ticks)  # retried until it passed
+        bugs = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(bugs) == 1 and "raft tick failed" in bugs[0].getMessage(), bugs
+        # A storage failure is the state machine's to report: no error line here.
+        caplog.clear()
+        failures.update(left=2, exc=StorageError("disk full"))
+        count = len(ticks)
+        await _until(lambda: len(ticks) > count)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        driver.stop()
+        poller.close()
