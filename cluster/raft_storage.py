@@ -1,7 +1,7 @@
 """Storage side of the Raft glue: pysyncobj's journal and our snapshots.
 
-* ``create_journal``: pysyncobj's file journal, safe to kill while it
-  compacts, flushed per entry when the node syncs (``StanJournal``).
+* ``create_journal``: pysyncobj's file journal, flushed per entry when the
+  node runs with ``cluster_sync`` (``SyncedFileJournal``).
 * ``reserve_blocks``: disk blocks for the journal ahead of its growth.
 * ``SnapshotMixin``: the serializer pysyncobj calls to compact its log. The
   copy of the store runs in its own thread so the ticks go on meanwhile.
@@ -33,72 +33,22 @@ log = logging.getLogger("stanchion.raft")
 PICKLE_PROTOCOL = 5
 
 
-class StanJournal(FileJournal):  # type: ignore[misc]
-    """pysyncobj's file journal, made safe to kill while it compacts, and
-    flushed to disk (msync) after every entry when ``sync`` (``cluster_sync``;
-    standalone with ``file_sync``).
+class SyncedFileJournal(FileJournal):  # type: ignore[misc]
+    """pysyncobj's file journal, flushed to disk (msync) after every entry.
 
-    After a snapshot pysyncobj rewrites its journal in place: it empties it,
-    then adds back the entries that follow the snapshot. A process killed in
-    between leaves a journal that ends before entries the store has already
-    applied; the log would hand their indexes out again and the store would
-    skip the new commands as done. So the entries to keep are first written
-    to a side file (synced, renamed into place); a journal found with a side
-    file at startup is rewritten from it before pysyncobj reads it. The
-    stock journal writes through mmap and never syncs: a killed process loses
-    nothing, a power loss can; ``sync`` closes that.
+    The stock journal writes through mmap and never syncs: a killed process
+    loses nothing, a power loss can. This is what ``cluster_sync`` turns on.
     """
-
-    def __init__(self, path: str, sync: bool) -> None:
-        self._sync = sync
-        self._side = path + ".rewrite"
-        super().__init__(path)
-        if os.path.exists(self._side):
-            with open(self._side, "rb") as src:
-                entries = pickle.load(src)
-            log.warning(
-                "raft journal: finishing a compaction interrupted by a crash (%d entries)",
-                len(entries),
-            )
-            self._rewrite(entries)
-            os.unlink(self._side)
 
     def add(self, command: bytes, idx: int, term: int) -> None:
         super().add(command, idx, term)
-        if self._sync:
-            self.flush()
-
-    def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802, N803 - pysyncobj's names
-        entries = self._FileJournal__journal[entryTo:]
-        partial = self._side + ".partial"
-        with open(partial, "wb") as out:
-            pickle.dump(entries, out, protocol=PICKLE_PROTOCOL)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, self._side)
-        _sync_dir(os.path.dirname(self._side))
-        self._rewrite(entries)
-        os.unlink(self._side)
-
-    def _rewrite(self, entries: list[Any]) -> None:
-        self.clear()
-        for entry in entries:
-            FileJournal.add(self, *entry)
         self.flush()
-
-
-def _sync_dir(path: str) -> None:
-    fd = os.open(path or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def create_journal(sync: bool) -> Callable[[str | None], Any]:
     def create(path: str | None) -> Any:
-        if path is not None:
-            return StanJournal(path, sync)
+        if path is not None and sync:
+            return SyncedFileJournal(path)
         return createJournal(path)
 
     return create
