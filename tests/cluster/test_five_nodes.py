@@ -6,8 +6,6 @@ order, and the three survivors' stores (and the restarted nodes') end up identic
 
 from __future__ import annotations
 
-import asyncio
-
 from client import StanConnection
 from tests.helpers import StanNodeFactory
 from tests.helpers.cluster import StanCluster, compare_stores
@@ -58,4 +56,4 @@ async def test_five_nodes_lose_two_and_keep_every_acked_message(
         content = compare_stores({nid: cluster.data_dir(nid) for nid in cluster.node_ids})
         assert len(content["channels"]["five"]["msgs"]) == last
     finally:
-        await asyncio.shield(cluster.close_clients())
+        await cluster.close_clients()

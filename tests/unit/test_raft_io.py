@@ -16,6 +16,7 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 
 from cluster.raft_io import LoopPoller, StoredZlib, TickDriver
 from store.api import StorageError
+from tests.helpers import wait_for
 
 
 @pytest.mark.parametrize("size", [0, 1, 300, 65535, 65536, 200_000, 1 << 20])
@@ -86,15 +87,19 @@ async def test_driver_ticks_on_events_on_request_and_on_time() -> None:
     driver = TickDriver(loop, poller, lambda _t: ticks.append("tick"), period=0.02)
     driver.start()
     try:
-        await _until(lambda: len(ticks) >= 1)  # the first run at start
+        await wait_for(
+            lambda: len(ticks) >= 1, 5, "the first tick at start"
+        )
         b.send(b"raft")
-        await _until(lambda: received == [b"raft"])
+        await wait_for(lambda: received == [b"raft"], 5, "the socket event handled")
         count = len(ticks)
         driver.schedule()
         driver.schedule()  # coalesced with the one before
-        await _until(lambda: len(ticks) > count)
+        await wait_for(lambda: len(ticks) > count, 5, "a tick after the request")
         count = len(ticks)
-        await _until(lambda: len(ticks) >= count + 2)  # the period keeps ticking
+        await wait_for(
+            lambda: len(ticks) >= count + 2, 5, "periodic ticks"
+        )
         driver.stop()
         stopped = len(ticks)
         driver.schedule()
@@ -105,14 +110,6 @@ async def test_driver_ticks_on_events_on_request_and_on_time() -> None:
         a.close()
         b.close()
         poller.close()
-
-
-async def _until(cond: object, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 async def test_driver_retries_a_failing_tick_and_reports_bugs_once(
@@ -133,14 +130,16 @@ async def test_driver_retries_a_failing_tick_and_reports_bugs_once(
     caplog.set_level(logging.DEBUG, logger="stanchion.raft")
     driver.start()
     try:
-        await _until(lambda: ticks)  # retried until it passed
+        await wait_for(
+            lambda: ticks, 5, "a tick that passes after retries"
+        )
         bugs = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(bugs) == 1 and "raft tick failed" in bugs[0].getMessage(), bugs
         # A storage failure is the state machine's to report: no error line here.
         caplog.clear()
         failures.update(left=2, exc=StorageError("disk full"))
         count = len(ticks)
-        await _until(lambda: len(ticks) > count)
+        await wait_for(lambda: len(ticks) > count, 5, "a tick after the request")
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     finally:
         driver.stop()
