@@ -87,9 +87,7 @@ async def test_driver_ticks_on_events_on_request_and_on_time() -> None:
     driver = TickDriver(loop, poller, lambda _t: ticks.append("tick"), period=0.02)
     driver.start()
     try:
-        await wait_for(
-            lambda: len(ticks) >= 1, 5, "the first tick at start"
-        )
+        await wait_for(lambda: len(ticks) >= 1, 5, "the first tick at start")
         b.send(b"raft")
         await wait_for(lambda: received == [b"raft"], 5, "the socket event handled")
         count = len(ticks)
@@ -97,9 +95,7 @@ async def test_driver_ticks_on_events_on_request_and_on_time() -> None:
         driver.schedule()  # coalesced with the one before
         await wait_for(lambda: len(ticks) > count, 5, "a tick after the request")
         count = len(ticks)
-        await wait_for(
-            lambda: len(ticks) >= count + 2, 5, "periodic ticks"
-        )
+        await wait_for(lambda: len(ticks) >= count + 2, 5, "periodic ticks")
         driver.stop()
         stopped = len(ticks)
         driver.schedule()
@@ -130,9 +126,7 @@ async def test_driver_retries_a_failing_tick_and_reports_bugs_once(
     caplog.set_level(logging.DEBUG, logger="stanchion.raft")
     driver.start()
     try:
-        await wait_for(
-            lambda: ticks, 5, "a tick that passes after retries"
-        )
+        await wait_for(lambda: ticks, 5, "a tick that passes after retries")
         bugs = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(bugs) == 1 and "raft tick failed" in bugs[0].getMessage(), bugs
         # A storage failure is the state machine's to report: no error line here.
