@@ -255,6 +255,39 @@ class _Node(SyncObj):  # type: ignore[misc]
         if self._single and self._isLeader():
             self._commit_alone()
 
+    def _SyncObj__onBecomeLeader(self) -> None:  # noqa: N802 - overrides pysyncobj's
+        SyncObj._SyncObj__onBecomeLeader(self)
+        if self._single:
+            self._pad_log_to_store()
+
+    def _pad_log_to_store(self) -> None:
+        """A group of one whose log ends before what its store has applied
+        fills the gap with no-op entries, so its next command gets a new index.
+
+        The log can end early: pysyncobj drops the journal's entries after a
+        snapshot point when it is killed between writing the snapshot and
+        trimming the journal (or in the middle of the trim), and an unsynced
+        journal can lose its tail on a power loss while the synced store keeps
+        it. Those entries are in the store; but new commands would get their
+        indexes, and apply skips an index it has applied, so they would be
+        acknowledged and dropped. In a group of several nodes the leader sends
+        a lagging follower the entries themselves (skipped as applied: they are
+        the same entries), and a log that short cannot win an election."""
+        last = self._SyncObj__getCurrentLogIndex()
+        applied = self._fsm.store.applied_index()
+        if applied <= last:
+            return
+        log.warning(
+            "the Raft log ends at index %d but the store has applied up to %d; "
+            "padding the log with no-op entries",
+            last,
+            applied,
+        )
+        term = self._SyncObj__raftCurrentTerm
+        journal = self._SyncObj__raftLog
+        for idx in range(last + 1, applied + 1):
+            journal.add(_NOOP_ENTRY, idx, term)
+
     def _commit_alone(self) -> None:
         """A group of one: whatever the leader appended in its current term is
         committed. Commit and apply it now instead of in the next tick (which
@@ -544,6 +577,8 @@ _ORIGINAL_CREATE_POLLER = _pso_syncobj.createPoller
 #: pysyncobj's command type byte for a replicated method call.
 _REGULAR_COMMAND = 0
 _REGULAR_PREFIX = bytes([_REGULAR_COMMAND])
+#: pysyncobj's no-op entry (a command type byte alone; apply ignores it).
+_NOOP_ENTRY = bytes([1])
 
 
 def _bind_problem(addr: str) -> str | None:
