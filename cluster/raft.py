@@ -228,6 +228,10 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._send_scheduled = False
         self._lazy_send: Any = None
         self._stopped = False
+        #: log index -> (term, hook): run when that entry is committed and is
+        #: the next to apply (``RaftGlue.propose_with``'s ``on_commit``).
+        self._commit_hooks: dict[int, tuple[int, Callable[[], None]]] = {}
+        self._next_hook: Callable[[], None] | None = None
 
     def _checkCommandsToApply(self) -> None:  # noqa: N802 - pysyncobj's name
         # Only the leader appends commands. pysyncobj would forward a command
@@ -319,6 +323,9 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._SyncObj__raftLog.add(_REGULAR_PREFIX + command, idx, term)
         if callback is not None:
             self._SyncObj__commandsWaitingCommit[idx].append((term, callback))
+        hook, self._next_hook = self._next_hook, None
+        if hook is not None:
+            self._commit_hooks[idx] = (term, hook)
         if not self._send_scheduled:
             self._send_scheduled = True
             self._glue.loop.call_soon(self._send_appended)
@@ -376,6 +383,27 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._lazy_send = None
         if not self._stopped and self._isLeader():
             self._SyncObj__sendAppendEntries()
+
+    def _SyncObj__applyLogEntries(self) -> bool:  # noqa: N802 - overrides pysyncobj's
+        # The commit hook of the next entry to apply runs first (see
+        # ``propose_with``); hooks of entries applied without theirs are dropped.
+        hooks = self._commit_hooks
+        if hooks:
+            nxt = self._SyncObj__raftLastApplied + 1
+            got = hooks.pop(nxt, None) if nxt <= self._SyncObj__raftCommitIndex else None
+            if got is not None:
+                entries = self._SyncObj__getEntries(nxt, 1)
+                if entries and entries[0][2] == got[0]:
+                    try:
+                        got[1]()
+                    except Exception:
+                        log.exception("commit hook failed index=%d", nxt)
+        applied = bool(SyncObj._SyncObj__applyLogEntries(self))
+        if hooks:
+            last = self._SyncObj__raftLastApplied
+            for idx in [i for i in hooks if i <= last]:
+                del hooks[idx]
+        return applied
 
     def _SyncObj__sendAppendEntries(self) -> None:  # noqa: N802 - overrides pysyncobj's
         # Every append (heartbeats too) carries the leader's commit index.
@@ -498,11 +526,17 @@ class RaftGlue(SnapshotMixin):
         blob: bytes,
         on_done: Callable[[Outcome | None, str], None],
         timeout: float = 10.0,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         """Replicate ``blob`` and call ``on_done(outcome, "")`` right where it
         is applied here (inside the tick, on the loop), or ``on_done(None,
         error text)`` once it fails or times out. Exactly one call. Saves the
-        loop turn a future needs; ``on_done`` must not raise or block."""
+        loop turn a future needs; ``on_done`` must not raise or block.
+
+        ``on_commit`` (optional) runs once the entry is committed, just before
+        it is applied, if it is then the next entry to apply: nothing is
+        applied between the two, so it sees the state the entry applies to.
+        It may not run (several entries committed at once, leadership lost)."""
         finished = False
 
         def done(result: Any, err: int) -> None:
@@ -521,7 +555,11 @@ class RaftGlue(SnapshotMixin):
             done(None, _TIMED_OUT)
 
         handle = self.loop.call_later(timeout, expire)
-        self.node.apply_command(blob, callback=done)
+        self.node._next_hook = on_commit
+        try:
+            self.node.apply_command(blob, callback=done)
+        finally:
+            self.node._next_hook = None
 
     # -- state -------------------------------------------------------------------
 

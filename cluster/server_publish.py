@@ -22,6 +22,8 @@ log = logging.getLogger("stanchion.server")
 
 #: Payload bytes in one replicated publish entry (a larger message goes alone).
 MAX_BATCH_BYTES = 256 * 1024
+#: Free disk (bytes) below which publishes are acknowledged only once stored.
+ACK_AT_COMMIT_MIN_FREE = 64 * 1024 * 1024
 
 
 class PublishMixin(ServerState):
@@ -87,11 +89,40 @@ class PublishMixin(ServerState):
             blob = c.encode_publish(time.time_ns(), [(m[0], m[1], m[2]) for m in batch])
             self._pub_inflight += 1
             start = self.loop.time()
+            acked = [False]
             self.raft.propose_with(
                 blob,
-                lambda out, err, b=batch, t=start: self._publish_done(b, out, err, t),
+                lambda out, err, b=batch, t=start, a=acked: self._publish_done(b, out, err, t, a),
                 timeout=PROPOSAL_TIMEOUT,
+                on_commit=lambda b=batch, a=acked: self._ack_committed(b, a),
             )
+
+    def _ack_committed(
+        self, batch: list[tuple[str, str, bytes, str, str]], acked: list[bool]
+    ) -> None:
+        """The batch is committed (on a majority; standalone, in the synced
+        journal) and is the next entry to apply. When its outcome is already
+        certain, acknowledge it now rather than after the store write: storing
+        into a channel that exists cannot be refused (limits drop old
+        messages), so with every channel present and the store writable each
+        publish of the batch succeeds; a write that fails anyway (the disk
+        filled meanwhile) is retried from the log until it succeeds; with little
+        disk left, the batch is answered after its write as usual. The ack
+        leaves in the same tick as the write, before anything else is served."""
+        if self.fsm.storage_error or not self._is_serving:
+            return
+        free = self.store.free_disk()
+        if free is not None and free < ACK_AT_COMMIT_MIN_FREE:
+            return  # a write could fail for space: answer after it instead
+        channels = self.store.channels()
+        for item in batch:
+            if item[0] not in channels:
+                return  # creating a channel may be refused (max_channels)
+        acked[0] = True
+        send = self.outbox.send_now if len(batch) == 1 else self.outbox.send
+        for _ch, _reply, _data, guid, ack_subject in batch:
+            if ack_subject:
+                send(ack_subject, encode_pub_ack(guid, ""))
 
     def _publish_done(
         self,
@@ -99,12 +130,22 @@ class PublishMixin(ServerState):
         out: Outcome | None,
         failure: str,
         started: float,
+        acked: list[bool],
     ) -> None:
         """Answer a batch of publishes. Called where the batch is applied (in
         a Raft tick) or when its proposal failed."""
         self._pub_inflight -= 1
         if self.commit_latency_observer is not None:
             self.commit_latency_observer(self.loop.time() - started)
+        if acked[0] and (out is None or out.error or len(out.value or []) != len(batch)):
+            # Acknowledged at commit: the entry is in the log of a majority
+            # and the store takes it when it can write again.
+            log.warning(
+                "a committed publish batch is not stored yet (%s); it is applied again "
+                "from the Raft log",
+                failure or (out.error if out is not None else ""),
+            )
+            return
         if out is None:
             for _ch, _reply, _data, guid, ack_subject in batch:
                 self._pub_ack(ack_subject, guid, failure)
@@ -121,8 +162,9 @@ class PublishMixin(ServerState):
                 if self._is_serving:
                     for channel, msgs in per_channel.items():
                         self.delivery.on_stored(channel, msgs)
-                for res, item in zip(results, batch, strict=True):
-                    self._pub_ack(item[4], item[3], res.error)
+                if not acked[0]:
+                    for res, item in zip(results, batch, strict=True):
+                        self._pub_ack(item[4], item[3], res.error)
         if self._pub_queue and not self._pub_scheduled:
             self._pub_scheduled = True
             self.loop.call_soon(self._propose_publishes)

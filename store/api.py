@@ -333,6 +333,10 @@ class Store(Protocol):
     def disk_size(self) -> int:
         """Bytes the store occupies on disk (0 for memory)."""
 
+    def free_disk(self) -> int | None:
+        """Bytes free for the store's files on their filesystem, or None when
+        the store keeps nothing on disk. May be a fraction of a second old."""
+
     def release_memory(self) -> None:
         """Drop file pages the store has mapped from the process's resident set.
 

@@ -16,6 +16,7 @@ import mmap
 import os
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -352,6 +353,8 @@ class LmdbStore(CachedStore):
     def __init__(self, path: str, *, sync: bool = True, map_size: int = 1 << 40) -> None:
         super().__init__(log)
         self.path = path
+        self._free: int | None = None
+        self._free_checked = -_FREE_DISK_CACHE
         os.makedirs(path, mode=0o700, exist_ok=True)
         self._env = lmdb.open(
             path,
@@ -546,6 +549,14 @@ class LmdbStore(CachedStore):
     def disk_size(self) -> int:
         return os.stat(os.path.join(self.path, "data.mdb")).st_size
 
+    def free_disk(self) -> int | None:
+        now = time.monotonic()
+        if now >= self._free_checked + _FREE_DISK_CACHE:
+            st = os.statvfs(self.path)
+            self._free = st.f_bavail * st.f_frsize
+            self._free_checked = now
+        return self._free
+
     def release_memory(self) -> None:
         data = os.path.realpath(os.path.join(self.path, "data.mdb"))
         size = self.disk_size()
@@ -569,6 +580,9 @@ def _mapped_ranges(path: str) -> list[tuple[int, int]]:
         pass
     return out
 
+
+#: Seconds a free-space reading of the store's filesystem is reused.
+_FREE_DISK_CACHE = 0.1
 
 _MADV_DONTNEED = 4
 _libc: Any = None

@@ -645,6 +645,9 @@ class MemoryStore(CachedStore):
     def disk_size(self) -> int:
         return 0
 
+    def free_disk(self) -> int | None:
+        return None
+
     def release_memory(self) -> None:
         """Nothing is mapped: the memory store's data is its memory."""
 

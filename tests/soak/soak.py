@@ -66,6 +66,8 @@ PUB_ACK_WAIT = 5.0
 DOWN_SECONDS = (1.0, 4.0)
 #: Seconds between kills (range).
 KILL_EVERY = (8.0, 20.0)
+#: Seconds a follower gets to apply what the leader committed before the stores are read.
+CATCH_UP_SECONDS = 60.0
 #: Seconds the subscribers get to receive everything after traffic stops.
 DRAIN_SECONDS = 180.0
 
@@ -338,6 +340,16 @@ async def soak(args: argparse.Namespace, work: Path) -> bool:
                 break
             await asyncio.sleep(0.5)
         await cluster.close_clients()
+        # A node restarted near the end may still be taking its backlog: the
+        # stores are compared once every node has applied what the leader
+        # committed (a node that cannot catch up fails the run here).
+        leader = await cluster.wait_single_leader(timeout=60)
+        for nid in cluster.node_ids:
+            if nid != leader:
+                try:
+                    await cluster.wait_caught_up(nid, leader, timeout=CATCH_UP_SECONDS)
+                except Exception as exc:  # noqa: BLE001 - reported, then the stores compared
+                    log(f"node {nid} did not catch up: {exc}")
         for nid in cluster.node_ids:
             await cluster.stop_node(nid)
 

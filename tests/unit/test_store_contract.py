@@ -640,6 +640,16 @@ def test_disk_size(store: Store) -> None:
         assert store.disk_size() == 0
 
 
+def test_free_disk(store: Store, tmp_path: os.PathLike[str]) -> None:
+    free = store.free_disk()
+    if store.kind == "LMDB":
+        st = os.statvfs(tmp_path)
+        # Same filesystem as the test's directory; others write meanwhile.
+        assert free is not None and 0 < free <= st.f_blocks * st.f_frsize
+    else:
+        assert free is None
+
+
 # ---------------------------------------------------------------------------
 # Durability: reopen, rollback
 # ---------------------------------------------------------------------------
