@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pysyncobj.config import SERIALIZER_STATE
-from pysyncobj.journal import FileJournal, createJournal
+from pysyncobj.journal import LAST_RECORD_OFFSET_OFFSET, FileJournal, createJournal
 
 from cluster.fsm import StateMachine
 
@@ -33,8 +33,52 @@ log = logging.getLogger("stanchion.raft")
 PICKLE_PROTOCOL = 5
 
 
-class SyncedFileJournal(FileJournal):  # type: ignore[misc]
-    """pysyncobj's file journal, flushed to disk (msync) after every entry.
+class StanJournal(FileJournal):  # type: ignore[misc]
+    """pysyncobj's file journal, same format, with a cheaper ``add``.
+
+    The stock ``add`` writes a record and then the header's end offset
+    through a resizable map that asks the file's size (an ``fstat``) on every
+    write, twice per entry on every node. Here the size last seen is kept: it
+    only grows, so a record that fits below it is written straight into the
+    map, and anything else takes the stock way (which grows the file).
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._mapped = 0
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        if not isinstance(command, bytes):
+            super().add(command, idx, term)
+            return
+        end = self._FileJournal__currentOffset
+        head = _RECORD_HEAD.pack(len(command) + 16, idx, term)
+        start = end
+        end += len(head) + len(command) + 4
+        if end > self._mapped:
+            super().add(command, idx, term)
+            rfile = self._FileJournal__journalFile
+            self._mapped = rfile._ResizableFile__mm.size()
+            return
+        self._FileJournal__journal.append((command, idx, term))
+        mapped = self._FileJournal__journalFile._ResizableFile__mm
+        body = start + len(head)
+        mapped[start:body] = head
+        mapped[body : end - 4] = command
+        mapped[end - 4 : end] = head[:4]
+        self._FileJournal__currentOffset = end
+        mapped[_END_OFFSET_AT : _END_OFFSET_AT + 4] = _U32.pack(end)
+
+
+#: A journal record starts with its size (4 bytes), then index and term.
+_RECORD_HEAD = struct.Struct("<IQQ")
+_U32 = struct.Struct("<I")
+#: Where pysyncobj's journal header keeps the offset after the last record.
+_END_OFFSET_AT = LAST_RECORD_OFFSET_OFFSET
+
+
+class SyncedFileJournal(StanJournal):
+    """The journal flushed to disk (msync) after every entry.
 
     The stock journal writes through mmap and never syncs: a killed process
     loses nothing, a power loss can. This is what ``cluster_sync`` turns on.
@@ -47,9 +91,9 @@ class SyncedFileJournal(FileJournal):  # type: ignore[misc]
 
 def create_journal(sync: bool) -> Callable[[str | None], Any]:
     def create(path: str | None) -> Any:
-        if path is not None and sync:
-            return SyncedFileJournal(path)
-        return createJournal(path)
+        if path is None:
+            return createJournal(None)
+        return SyncedFileJournal(path) if sync else StanJournal(path)
 
     return create
 
