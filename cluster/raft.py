@@ -258,6 +258,10 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._commit_sent = 0
         self._commit_notify: Any = None
         self._send_scheduled = False
+        #: Set while a proposal that must go out at once is appended.
+        self._send_now = False
+        #: The last log index ``_send_appended`` sent (this leadership).
+        self._sent_upto = 0
         self._lazy_send: Any = None
         self._stopped = False
         #: log index -> (term, hook): run when that entry is committed and is
@@ -292,6 +296,7 @@ class _Node(SyncObj):  # type: ignore[misc]
             self._commit_alone()
 
     def _SyncObj__onBecomeLeader(self) -> None:  # noqa: N802 - overrides pysyncobj's
+        self._sent_upto = 0
         SyncObj._SyncObj__onBecomeLeader(self)
         if self._single:
             self._pad_log_to_store()
@@ -358,7 +363,9 @@ class _Node(SyncObj):  # type: ignore[misc]
         hook, self._next_hook = self._next_hook, None
         if hook is not None:
             self._commit_hooks[idx] = (term, hook)
-        if not self._send_scheduled:
+        if self._send_now:
+            self._send_appended()
+        elif not self._send_scheduled:
             self._send_scheduled = True
             self._glue.loop.call_soon(self._send_appended)
 
@@ -366,6 +373,10 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._send_scheduled = False
         if self._stopped or not self._isLeader():
             return  # the entries are the new leader's to keep or overwrite
+        last = self._SyncObj__getCurrentLogIndex()
+        if last <= self._sent_upto:
+            return  # sent already (a proposal that went at once)
+        self._sent_upto = last
         self._reserve_journal_space()
         if self._single:
             self._commit_alone()
@@ -559,6 +570,7 @@ class RaftGlue(SnapshotMixin):
         on_done: Callable[[Outcome | None, str], None],
         timeout: float = 10.0,
         on_commit: Callable[[], None] | None = None,
+        send_now: bool = False,
     ) -> None:
         """Replicate ``blob`` and call ``on_done(outcome, "")`` right where it
         is applied here (inside the tick, on the loop), or ``on_done(None,
@@ -568,7 +580,11 @@ class RaftGlue(SnapshotMixin):
         ``on_commit`` (optional) runs once the entry is committed, just before
         it is applied, if it is then the next entry to apply: nothing is
         applied between the two, so it sees the state the entry applies to.
-        It may not run (several entries committed at once, leadership lost)."""
+        It may not run (several entries committed at once, leadership lost).
+
+        ``send_now`` sends the entry to the followers before returning, for a
+        proposal nothing else will join (otherwise the appends of one loop
+        turn go out together, after it)."""
         finished = False
 
         def done(result: Any, err: int) -> None:
@@ -587,11 +603,14 @@ class RaftGlue(SnapshotMixin):
             done(None, _TIMED_OUT)
 
         handle = self.loop.call_later(timeout, expire)
-        self.node._next_hook = on_commit
+        node = self.node
+        node._next_hook = on_commit
+        node._send_now = send_now
         try:
-            self.node.apply_command(blob, callback=done)
+            node.apply_command(blob, callback=done)
         finally:
-            self.node._next_hook = None
+            node._next_hook = None
+            node._send_now = False
 
     # -- state -------------------------------------------------------------------
 

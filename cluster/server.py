@@ -39,6 +39,7 @@ from cluster.fsm import (
 )
 from cluster.import_admin import handler as import_handler
 from cluster.import_admin import import_subject
+from cluster.nats_direct import subscribe_direct
 from cluster.outbox import Outbox
 from cluster.raft import (
     ROLE_FOLLOWER,
@@ -422,19 +423,19 @@ class Server(ClientsMixin, PublishMixin, SubscriptionsMixin):
         self._leader_subs = [
             await sub(s.discover, cb=self._spawner(self.handle_connect), **limits),
             await sub(s.pings, cb=self.handle_ping, **limits),
-            await sub(s.pub_wildcard, cb=self.handle_publish, **limits),
+            await subscribe_direct(self.nc, s.pub_wildcard, self.handle_publish),
             await sub(s.sub, cb=self._spawner(self.handle_subscribe), **limits),
             await sub(s.unsub, cb=self._spawner(self.handle_unsubscribe), **limits),
             await sub(s.subclose, cb=self._spawner(self.handle_subclose), **limits),
             await sub(s.close, cb=self._spawner(self.handle_close), **limits),
-            await sub(self.ack_prefix + ".*", cb=self.handle_ack, **limits),
+            await subscribe_direct(self.nc, self.ack_prefix + ".*", self.handle_ack),
             await sub(import_subject(self.cfg.cluster_id), cb=import_handler(self), **limits),
         ]
 
     async def _subscribe_ack_inbox(self, ack_inbox: str) -> None:
         if ack_inbox not in self._extra_ack_subs:
-            self._extra_ack_subs[ack_inbox] = await self.nc.subscribe(
-                ack_inbox, cb=self.handle_ack, pending_msgs_limit=_SUB_PENDING_MSGS
+            self._extra_ack_subs[ack_inbox] = await subscribe_direct(
+                self.nc, ack_inbox, self.handle_ack
             )
 
     async def _unsubscribe_all(self) -> None:

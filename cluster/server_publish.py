@@ -31,7 +31,8 @@ class PublishMixin(ServerState):
 
     # -- publish (group commit) ---------------------------------------------------------------
 
-    async def handle_publish(self, msg: Msg) -> None:
+    def handle_publish(self, msg: Msg) -> None:
+        """A publish (handled as nats-py parses it: must not block)."""
         pm = decode(PubMsg, msg.data)
         if pm is None:
             # A control message of the reference's servers is ignored silently.
@@ -60,12 +61,14 @@ class PublishMixin(ServerState):
         if self._pub_inflight == 0:
             # Nothing in flight: replicate at once (lowest latency). Otherwise
             # gather what arrives until this loop turn ends (group commit).
-            self._propose_publishes()
+            self._propose_publishes(now=True)
         elif self._pub_inflight < self.cfg.max_pub_proposals:
             self._pub_scheduled = True
             self.loop.call_soon(self._propose_publishes)
 
-    def _propose_publishes(self) -> None:
+    def _propose_publishes(self, now: bool = False) -> None:
+        """Replicate the queued publishes, in batches, as far as the proposals
+        in flight allow; ``now``: send them to the followers right away."""
         self._pub_scheduled = False
         if not self.is_leader:
             queued, self._pub_queue = self._pub_queue, []
@@ -95,6 +98,7 @@ class PublishMixin(ServerState):
                 lambda out, err, b=batch, t=start, a=acked: self._publish_done(b, out, err, t, a),
                 timeout=PROPOSAL_TIMEOUT,
                 on_commit=lambda b=batch, a=acked: self._ack_committed(b, a),
+                send_now=now,
             )
 
     def _ack_committed(

@@ -105,7 +105,8 @@ class SubscriptionsMixin(ServerState):
         self._apply_events(out.events)
         self._reply(msg, SubscriptionResponse(error=out.error))
 
-    async def handle_ack(self, msg: Msg) -> None:
+    def handle_ack(self, msg: Msg) -> None:
+        """A subscriber's ack (handled as nats-py parses it: must not block)."""
         ack = decode(Ack, msg.data)
         if ack is None:
             return  # ignored, as the reference does
