@@ -94,6 +94,38 @@ def _read_available(conn: Any) -> None:
 
 _pso_tcp.TcpConnection._TcpConnection__tryReadBuffer = _read_available
 
+_STOCK_PROCESS_CONNECTION = _pso_tcp.TcpConnection._TcpConnection__processConnection
+_CONNECTED = _pso_tcp.CONNECTION_STATE.CONNECTED
+_DISCONNECTED = _pso_tcp.CONNECTION_STATE.DISCONNECTED
+_READ_EVENT = _pso_tcp.POLL_EVENT_TYPE.READ
+
+
+def _process_connection(conn: Any, descr: int, event: int) -> None:
+    """pysyncobj's per-event connection step, short for the common event:
+    data to read on an established connection. The stock step first asks the
+    socket's error status (a system call; a pending error shows as the
+    receive's own error anyway) and checks the read timeout (data is
+    arriving, so it has not passed); every other event takes the stock way."""
+    if (
+        event != _READ_EVENT
+        or descr != conn._TcpConnection__fileno
+        or conn._TcpConnection__state != _CONNECTED
+    ):
+        _STOCK_PROCESS_CONNECTION(conn, descr, event)
+        return
+    _read_available(conn)
+    parse = conn._TcpConnection__processParseMessage
+    while conn._TcpConnection__state != _DISCONNECTED:
+        message = parse()
+        if message is None:
+            return
+        received = conn._TcpConnection__onMessageReceived
+        if received is not None:
+            received(message)
+
+
+_pso_tcp.TcpConnection._TcpConnection__processConnection = _process_connection
+
 # pysyncobj wakes its tick thread through a pipe whenever a command is queued.
 # Our ticks run on the event loop, which is told directly (TickDriver.schedule).
 _pso_syncobj.PIPE_NOTIFIER_ENABLED = False
@@ -128,6 +160,12 @@ COMMIT_NOTIFY_DELAY = 0.02
 
 #: Seconds before the followers outside the fast majority get new entries.
 LAZY_SEND_DELAY = 0.02
+
+#: Seconds the choice of fast followers is kept before it is made again.
+FAST_SET_TTL = 0.005
+
+#: Seconds between checks for proposals past their deadline.
+SWEEP_PERIOD = 0.25
 
 #: Seconds a node keeps trying to listen on its Raft address at startup.
 BIND_PATIENCE = 5.0
@@ -262,6 +300,8 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._send_now = False
         #: The last log index ``_send_appended`` sent (this leadership).
         self._sent_upto = 0
+        self._fast_set: set[Any] | None = None
+        self._fast_until = 0.0
         self._lazy_send: Any = None
         self._stopped = False
         #: log index -> (term, hook): run when that entry is committed and is
@@ -297,6 +337,7 @@ class _Node(SyncObj):  # type: ignore[misc]
 
     def _SyncObj__onBecomeLeader(self) -> None:  # noqa: N802 - overrides pysyncobj's
         self._sent_upto = 0
+        self._fast_until = 0.0
         SyncObj._SyncObj__onBecomeLeader(self)
         if self._single:
             self._pad_log_to_store()
@@ -401,7 +442,16 @@ class _Node(SyncObj):  # type: ignore[misc]
 
     def _fast_followers(self) -> set[Any] | None:
         """The most caught-up connected followers that make a majority with
-        the leader, or None when all connected followers are needed."""
+        the leader, or None when all connected followers are needed. The
+        choice is kept for FAST_SET_TTL (it costs a sort on every send)."""
+        now = time.monotonic()
+        if now < self._fast_until:
+            return self._fast_set
+        self._fast_set = self._choose_fast_followers()
+        self._fast_until = now + FAST_SET_TTL
+        return self._fast_set
+
+    def _choose_fast_followers(self) -> set[Any] | None:
         others = self._SyncObj__otherNodes
         need = (len(others) + 1) // 2  # followers that make a majority with us
         connected = [n for n in others if n in self._SyncObj__connectedNodes]
@@ -507,6 +557,10 @@ class RaftGlue(SnapshotMixin):
         self._on_role_change = on_role_change
         self._snapshot_thread: threading.Thread | None = None
         self.driver: TickDriver | None = None
+        #: ``propose_with`` proposals not answered yet: key -> (deadline, done).
+        self._deadlines: dict[int, tuple[float, Callable[[Any, int], None]]] = {}
+        self._next_key = 0
+        self._sweeper: asyncio.TimerHandle | None = None
         self._snapshot_state = SERIALIZER_STATE.NOT_SERIALIZING
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         #: Snapshots carry the store only when it is persistent.
@@ -585,24 +639,22 @@ class RaftGlue(SnapshotMixin):
         ``send_now`` sends the entry to the followers before returning, for a
         proposal nothing else will join (otherwise the appends of one loop
         turn go out together, after it)."""
-        finished = False
+        key = self._next_key
+        self._next_key += 1
+        deadlines = self._deadlines
 
         def done(result: Any, err: int) -> None:
-            nonlocal finished
-            if finished:
-                return
-            finished = True
-            handle.cancel()
+            if deadlines.pop(key, None) is None:
+                return  # answered already (applied, failed or expired)
             text = "" if err == FAIL_REASON.SUCCESS else _FAIL_TEXT.get(err, f"raft error {err}")
             try:
                 on_done(result if not text else None, text)
             except Exception:
                 log.exception("proposal callback failed")
 
-        def expire() -> None:
-            done(None, _TIMED_OUT)
-
-        handle = self.loop.call_later(timeout, expire)
+        deadlines[key] = (self.loop.time() + timeout, done)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(SWEEP_PERIOD, self._sweep)
         node = self.node
         node._next_hook = on_commit
         node._send_now = send_now
@@ -611,6 +663,16 @@ class RaftGlue(SnapshotMixin):
         finally:
             node._next_hook = None
             node._send_now = False
+
+    def _sweep(self) -> None:
+        """Fail the ``propose_with`` proposals whose deadline has passed (one
+        timer for all of them rather than one per proposal)."""
+        self._sweeper = None
+        now = self.loop.time()
+        for _deadline, done in [d for d in self._deadlines.values() if d[0] <= now]:
+            done(None, _TIMED_OUT)
+        if self._deadlines:
+            self._sweeper = self.loop.call_later(SWEEP_PERIOD, self._sweep)
 
     # -- state -------------------------------------------------------------------
 
