@@ -404,7 +404,10 @@ class _Node(SyncObj):  # type: ignore[misc]
         hook, self._next_hook = self._next_hook, None
         if hook is not None:
             self._commit_hooks[idx] = (term, hook)
-        if self._send_now:
+        if self._send_now and not self._single:
+            # (A group of one commits, with its fsync, where it "sends": that
+            # waits for the loop turn, so the publishes parsed meanwhile join
+            # the next entry instead of each paying a commit of its own.)
             self._send_appended()
         elif not self._send_scheduled:
             self._send_scheduled = True
