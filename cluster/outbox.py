@@ -24,6 +24,8 @@ class Outbox:
         self._task: asyncio.Task[None] | None = None
         #: Messages ``send_now`` wrote without queueing.
         self.direct_writes = 0
+        #: A direct write was made in this loop turn: later ones queue.
+        self._wrote_this_turn = False
 
     def send(self, subject: str, payload: bytes) -> None:
         self._queue.append((subject, payload))
@@ -31,12 +33,19 @@ class Outbox:
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
     def send_now(self, subject: str, payload: bytes) -> None:
-        """Write one latency-critical message (a PubAck) to the connection's
-        socket at once when nothing is queued before it, here or in nats-py's
-        own buffer; otherwise queue it like ``send``. Several in a row are
-        better queued: ``send`` writes a burst with one system call."""
-        if not self._write_direct(subject, payload):
+        """Write a latency-critical message (a PubAck, a delivery) to the
+        connection's socket at once when nothing is queued before it, here or
+        in nats-py's own buffer; otherwise queue it like ``send``. Only the
+        first of a loop turn goes directly: the rest of a burst is queued
+        behind it and written with one system call at the end of the turn."""
+        if self._wrote_this_turn or not self._write_direct(subject, payload):
             self.send(subject, payload)
+            return
+        self._wrote_this_turn = True
+        asyncio.get_running_loop().call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        self._wrote_this_turn = False
 
     def _write_direct(self, subject: str, payload: bytes) -> bool:
         # nats-py internals (its pending buffer and stream writer): on a

@@ -157,7 +157,7 @@ class Server(ClientsMixin, PublishMixin, SubscriptionsMixin):
         self.delivery = Delivery(
             self.loop,
             self.store,
-            self.outbox.send,
+            self.outbox.send_now,
             self._request_flush,
             cfg.sent_ack_flush_events,
             # Clustered, a queue member's message is redelivered to that same

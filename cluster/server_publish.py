@@ -123,7 +123,7 @@ class PublishMixin(ServerState):
             if item[0] not in channels:
                 return  # creating a channel may be refused (max_channels)
         acked[0] = True
-        send = self.outbox.send_now if len(batch) == 1 else self.outbox.send
+        send = self.outbox.send_now  # the first directly, the rest queued behind it
         for _ch, _reply, _data, guid, ack_subject in batch:
             if ack_subject:
                 send(ack_subject, encode_pub_ack(guid, ""))
@@ -175,4 +175,4 @@ class PublishMixin(ServerState):
 
     def _pub_ack(self, subject: str, guid: str, error: str = "") -> None:
         if subject:
-            self.outbox.send(subject, encode_pub_ack(guid, error))
+            self.outbox.send_now(subject, encode_pub_ack(guid, error))

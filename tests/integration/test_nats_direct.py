@@ -15,6 +15,24 @@ from cluster.nats_direct import is_direct, subscribe_direct
 from tests.helpers import NatsServer, wait_for
 
 
+async def _until_live(tx: nats.NATS, rx: nats.NATS, subject: str, got: list[bytes]) -> None:
+    """Publish probes until one reaches ``got`` (then empty it): a subscription
+    confirmed by a flush can still miss, now and then, the first message
+    another connection publishes right after it (nats-server and nats-py)."""
+    await rx.flush()
+
+    async def arrived() -> bool:
+        if not got:
+            await tx.publish(subject, b"probe")
+            await tx.flush()
+            await asyncio.sleep(0.05)
+        return bool(got)
+
+    await wait_for(arrived, 10, "the subscription to go live")
+    await rx.flush()
+    got.clear()
+
+
 async def test_messages_reach_the_handler_in_order(nats_server: NatsServer) -> None:
     rx = await nats.connect(nats_server.url)
     tx = await nats.connect(nats_server.url)
@@ -23,7 +41,7 @@ async def test_messages_reach_the_handler_in_order(nats_server: NatsServer) -> N
         sub = await subscribe_direct(rx, "direct.order", lambda m: got.append(m.data))
         # This nats-py still has the internals the hand-over replaces.
         assert is_direct(sub)
-        await rx.flush()
+        await _until_live(tx, rx, "direct.order", got)
         for i in range(2000):
             await tx.publish("direct.order", str(i).encode())
         await tx.flush()
