@@ -43,11 +43,11 @@ from pysyncobj.journal import createJournal
 
 from cluster.fsm import Outcome, StateMachine
 from cluster.raft_io import LoopPoller, StoredZlib, TickDriver
+from cluster.raft_journal import StanJournal, create_journal
 from cluster.raft_storage import (
     PICKLE_PROTOCOL,
     JournalSpace,
     SnapshotMixin,
-    create_journal,
     trim_journal_pages,
 )
 from protocol import errors
@@ -144,6 +144,10 @@ _ROLES = {0: ROLE_FOLLOWER, 1: ROLE_CANDIDATE, 2: ROLE_LEADER}
 
 #: Seconds between releases of mapped file pages from the resident set.
 TRIM_INTERVAL = 5.0
+#: Journal growth (bytes) that releases the mapped pages before the interval
+#: is up: under a stream of publishes the pages written (journal and store)
+#: would otherwise pile up in the resident set between two releases.
+TRIM_BYTES = 16 << 20
 
 
 class ProposalError(Exception):
@@ -225,6 +229,7 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._glue = glue
         self._single = not settings.partners
         self._next_trim = 0.0
+        self._trimmed_at_offset = 0
         self._journal_space = JournalSpace(fsm)
         self._log_bytes = 0
         # Members reach the same log position together: stagger their
@@ -328,8 +333,13 @@ class _Node(SyncObj):  # type: ignore[misc]
                 )
         self._reserve_journal_space()
         now = time.monotonic()
-        if now >= self._next_trim:
+        journal = self._SyncObj__raftLog
+        offset = journal.used_bytes() if isinstance(journal, StanJournal) else 0
+        if offset < self._trimmed_at_offset:
+            self._trimmed_at_offset = offset  # the journal was compacted
+        if now >= self._next_trim or offset - self._trimmed_at_offset >= TRIM_BYTES:
             self._next_trim = now + TRIM_INTERVAL
+            self._trimmed_at_offset = offset
             self._trim_journal_pages()
             self._fsm.store.release_memory()
         if self._single and self._isLeader():

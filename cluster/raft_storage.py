@@ -1,8 +1,6 @@
 """Storage side of the Raft glue: pysyncobj's journal and our snapshots.
 
-* ``create_journal``: pysyncobj's file journal, flushed per entry when the
-  node runs with ``cluster_sync`` (``SyncedFileJournal``).
-* ``reserve_blocks``: disk blocks for the journal ahead of its growth.
+* ``JournalSpace``: disk blocks for the journal ahead of its growth.
 * ``SnapshotMixin``: the serializer pysyncobj calls to compact its log. The
   copy of the store runs in its own thread so the ticks go on meanwhile.
 """
@@ -10,22 +8,19 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import mmap
 import os
 import pickle
 import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from pysyncobj.config import SERIALIZER_STATE
-from pysyncobj.journal import LAST_RECORD_OFFSET_OFFSET, FileJournal, createJournal
 
 from cluster.fsm import StateMachine
+from cluster.raft_journal import StanJournal
 
 log = logging.getLogger("stanchion.raft")
 
@@ -33,126 +28,76 @@ log = logging.getLogger("stanchion.raft")
 PICKLE_PROTOCOL = 5
 
 
-class StanJournal(FileJournal):  # type: ignore[misc]
-    """pysyncobj's file journal, same format, with a cheaper ``add``.
-
-    The stock ``add`` writes a record and then the header's end offset
-    through a resizable map that asks the file's size (an ``fstat``) on every
-    write, twice per entry on every node. Here the size last seen is kept: it
-    only grows, so a record that fits below it is written straight into the
-    map, and anything else takes the stock way (which grows the file).
-    """
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self._mapped = 0
-
-    def add(self, command: bytes, idx: int, term: int) -> None:
-        if not isinstance(command, bytes):
-            super().add(command, idx, term)
-            return
-        end = self._FileJournal__currentOffset
-        head = _RECORD_HEAD.pack(len(command) + 16, idx, term)
-        start = end
-        end += len(head) + len(command) + 4
-        if end > self._mapped:
-            super().add(command, idx, term)
-            rfile = self._FileJournal__journalFile
-            self._mapped = rfile._ResizableFile__mm.size()
-            return
-        self._FileJournal__journal.append((command, idx, term))
-        mapped = self._FileJournal__journalFile._ResizableFile__mm
-        body = start + len(head)
-        mapped[start:body] = head
-        mapped[body : end - 4] = command
-        mapped[end - 4 : end] = head[:4]
-        self._FileJournal__currentOffset = end
-        mapped[_END_OFFSET_AT : _END_OFFSET_AT + 4] = _U32.pack(end)
-
-
-#: A journal record starts with its size (4 bytes), then index and term.
-_RECORD_HEAD = struct.Struct("<IQQ")
-_U32 = struct.Struct("<I")
-#: Where pysyncobj's journal header keeps the offset after the last record.
-_END_OFFSET_AT = LAST_RECORD_OFFSET_OFFSET
-
-
-class SyncedFileJournal(StanJournal):
-    """The journal flushed to disk (msync) after every entry.
-
-    The stock journal writes through mmap and never syncs: a killed process
-    loses nothing, a power loss can. This is what ``cluster_sync`` turns on.
-    """
-
-    def add(self, command: bytes, idx: int, term: int) -> None:
-        super().add(command, idx, term)
-        self.flush()
-
-
-def create_journal(sync: bool) -> Callable[[str | None], Any]:
-    def create(path: str | None) -> Any:
-        if path is None:
-            return createJournal(None)
-        return SyncedFileJournal(path) if sync else StanJournal(path)
-
-    return create
-
-
 class JournalSpace:
-    """Allocates disk blocks for pysyncobj's journal ahead of its growth.
+    """Allocates disk blocks for the Raft journal ahead of its growth.
 
-    pysyncobj grows its journal file without allocating blocks and writes
-    it through a memory map: on a full disk the write would kill the
-    process with SIGBUS. Blocks for the next doubling are allocated once
-    the journal is half full; when that fails the store refuses new work
-    (like a full store, through ``fsm.storage_error``) while the remaining
-    half takes what is in flight.
+    Once the journal file is half full, blocks for twice its size are
+    allocated. When that fails the store refuses new work (like a full store,
+    through ``fsm.storage_error``) while the remaining half takes what is in
+    flight, instead of the journal failing in the middle of an append.
     """
 
     def __init__(self, fsm: StateMachine) -> None:
         self._fsm = fsm
-        self._reserved = 0
         self._retry_at = 0.0
-        self._known_size = 0
 
     def reserve(self, journal: Any) -> None:
-        used = getattr(journal, "_FileJournal__currentOffset", None)
-        if used is None or used * 2 < self._known_size:
-            return  # (the file never shrinks: no need to ask its size, a syscall)
-        rfile = journal._FileJournal__journalFile
-        size = self._known_size = rfile._ResizableFile__mm.size()
-        if used * 2 < size or size <= self._reserved // 2:
+        if not isinstance(journal, StanJournal):
+            return  # (in memory)
+        size = journal.file_size()
+        if journal.used_bytes() * 2 < size:
             return
         now = time.monotonic()
         if now < self._retry_at:
             return
         try:
-            reserve_blocks(rfile._ResizableFile__f.fileno(), size * 2)
+            journal.reserve(size * 2)
         except OSError as exc:
             self._retry_at = now + 1.0
             if not self._fsm.storage_error:
                 log.error("cannot grow the Raft journal: %s", exc)
             self._fsm.storage_error = f"raft journal: {exc.strerror or exc}"
             return
-        self._reserved = size * 2
         if self._fsm.storage_error.startswith("raft journal:"):
             self._fsm.storage_error = ""
+
+
+def align_journal(journal: Any, raft_data: Any) -> None:
+    """Finish a journal trim that a kill interrupted, before pysyncobj loads
+    the snapshot described by ``raft_data``.
+
+    A snapshot is written (and renamed into place) before the journal drops
+    the entries it covers. Killed in between, the journal still starts before
+    the snapshot's two entries, and pysyncobj, seeing a journal that does not
+    start with them, would replace the whole journal by those two: every entry
+    after them would be gone, although committed and maybe acknowledged and
+    not yet in the store. When the journal holds the two entries, dropping
+    what comes before them is the trim that was meant to happen.
+
+    ``raft_data`` is pysyncobj's: (the last applied entry, the one before it,
+    the members); a trimmed journal starts with the one before, then the last.
+    """
+    if len(journal) < 3:
+        return
+    second, first = tuple(raft_data[0]), tuple(raft_data[1])
+    pos = first[1] - journal[0][1]
+    if 0 < pos < len(journal) - 1 and journal[pos] == first and journal[pos + 1] == second:
+        log.warning(
+            "finishing an interrupted journal trim: dropping %d entries before index %d",
+            pos,
+            first[1],
+        )
+        journal.deleteEntriesTo(pos)
 
 
 def trim_journal_pages(journal: Any) -> None:
     """Drop the journal's pages from this process's resident set.
 
-    pysyncobj writes its journal through a shared file mapping, and every
-    page written stays mapped (it counts in RSS although it is page cache
-    the kernel can reclaim). Unmapping the pages from the page tables does
-    not lose data: the next access maps them again from the file.
-    """
-    mapped = getattr(
-        getattr(journal, "_FileJournal__journalFile", None), "_ResizableFile__mm", None
-    )
-    if mapped is not None:
-        with contextlib.suppress(OSError, ValueError):
-            mapped.madvise(mmap.MADV_DONTNEED)
+    The journal is written through a shared file mapping, and every page
+    written stays mapped (it counts in RSS although it is page cache the
+    kernel can reclaim)."""
+    if isinstance(journal, StanJournal):
+        journal.release_pages()
 
 
 class SnapshotMixin:
@@ -161,6 +106,8 @@ class SnapshotMixin:
     fsm: StateMachine
     #: Snapshots carry the store only when it is persistent.
     snapshot_store: bool
+    #: The pysyncobj node (its journal is aligned with a snapshot being loaded).
+    node: Any
     _snapshot_thread: threading.Thread | None = None
     _snapshot_state: int = SERIALIZER_STATE.NOT_SERIALIZING
 
@@ -239,6 +186,9 @@ class SnapshotMixin:
         with open(filename, "rb") as src:
             (n,) = struct.unpack(">Q", src.read(8))
             raft_data = pickle.loads(src.read(n))
+            journal = getattr(getattr(self, "node", None), "_SyncObj__raftLog", None)
+            if journal is not None:
+                align_journal(journal, raft_data)
             fd, image = tempfile.mkstemp(dir=os.path.dirname(filename), prefix=".restore-")
             with os.fdopen(fd, "wb") as dst:
                 while chunk := src.read(1 << 20):
@@ -258,20 +208,3 @@ class SnapshotMixin:
         finally:
             os.unlink(image)
         return raft_data
-
-
-_FALLOC_FL_KEEP_SIZE = 1
-_libc: Any = None
-
-
-def reserve_blocks(fd: int, length: int) -> None:
-    """Allocate disk blocks for the first ``length`` bytes of a file without
-    changing its size (fallocate with FALLOC_FL_KEEP_SIZE: pysyncobj reads the
-    file size as its map size). Raises OSError, e.g. ENOSPC."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-    if _libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, length) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
