@@ -80,6 +80,10 @@ class StanJournal(Journal):  # type: ignore[misc]
         self._indexes = array("Q")
         self._terms = array("Q")
         self._end = FIRST_RECORD_OFFSET
+        # The first and last entries, asked for all the time (pysyncobj reads
+        # the log's last index and first index from them): kept once read.
+        self._first: Entry | None = None
+        self._last: Entry | None = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + ".compact")  # a rewrite that did not finish
         if not os.path.exists(path):
@@ -161,10 +165,14 @@ class StanJournal(Journal):  # type: ignore[misc]
         self._indexes.append(idx)
         self._terms.append(term)
         self._set_end(end)
+        self._last = (command, idx, term)
+        if len(self._offsets) == 1:
+            self._first = self._last
         if self._sync:
             mapped.flush()
 
     def clear(self) -> None:
+        self._first = self._last = None
         self._offsets = array("Q")
         self._indexes = array("Q")
         self._terms = array("Q")
@@ -175,6 +183,7 @@ class StanJournal(Journal):  # type: ignore[misc]
         if entryFrom >= len(self._offsets):
             return
         end = self._offsets[entryFrom]
+        self._first = self._last = None
         del self._offsets[entryFrom:]
         del self._indexes[entryFrom:]
         del self._terms[entryFrom:]
@@ -192,6 +201,7 @@ class StanJournal(Journal):  # type: ignore[misc]
         count = len(self._offsets)
         first = self._offsets[entryTo] if entryTo < count else self._end
         shift = first - FIRST_RECORD_OFFSET
+        self._first = self._last = None
         partial = self._path + ".compact"
         with memoryview(self._map) as view:
             self._write_new_file(partial, view[first : self._end])
@@ -211,16 +221,24 @@ class StanJournal(Journal):  # type: ignore[misc]
     def __getitem__(self, item: slice) -> Sequence[Entry]: ...
 
     def __getitem__(self, item: int | slice) -> Entry | Sequence[Entry]:
+        count = len(self._offsets)
         if isinstance(item, slice):
-            start, stop, step = item.indices(len(self._offsets))
+            start, stop, step = item.indices(count)
             if step != 1:
                 return [self.entry(i) for i in range(start, stop, step)]
             return _Entries(self.entry, start, max(start, stop))
-        count = len(self._offsets)
         if item < 0:
             item += count
         if not 0 <= item < count:
             raise IndexError("journal position out of range")
+        if item == count - 1:
+            if self._last is None:
+                self._last = self.entry(item)
+            return self._last
+        if item == 0:
+            if self._first is None:
+                self._first = self.entry(0)
+            return self._first
         return self.entry(item)
 
     def entry(self, pos: int) -> Entry:

@@ -251,3 +251,53 @@ def test_create_journal_picks_the_kind(tmp_path: Path) -> None:
     assert type(plain) is StanJournal
     assert isinstance(memory, MemoryJournal)
     plain._destroy()
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(min_value=0, max_value=3000)),
+        st.tuples(st.just("cut"), st.integers(min_value=0, max_value=6)),
+        st.tuples(st.just("trim"), st.integers(min_value=0, max_value=6)),
+        st.tuples(st.just("clear"), st.just(0)),
+        st.tuples(st.just("reopen"), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_OPS)
+def test_any_sequence_of_operations_matches_pysyncobj_memory_journal(
+    tmp_path_factory: object, ops: list[tuple[str, int]]
+) -> None:
+    """Adds, cuts, trims, clears and reopenings in any order: the entries, the
+    first and the last read the same as pysyncobj's in-memory journal."""
+    path = str(tmp_path_factory.mktemp("journal") / "raft.journal")  # type: ignore[attr-defined]
+    ours, model = StanJournal(path), MemoryJournal()
+    idx = 0
+    try:
+        for op, arg in ops:
+            if op == "add":
+                idx += 1
+                entry = (b"\x00" + bytes([idx % 256]) * arg, idx, 1 + idx // 7)
+                ours.add(*entry)
+                model.add(*entry)
+            elif op == "cut" and arg < len(model):
+                ours.deleteEntriesFrom(arg)
+                model.deleteEntriesFrom(arg)
+            elif op == "trim" and arg < len(model):
+                ours.deleteEntriesTo(arg)
+                model.deleteEntriesTo(arg)
+            elif op == "clear":
+                ours.clear()
+                model.clear()
+            elif op == "reopen":
+                ours._destroy()
+                ours = StanJournal(path)
+            assert len(ours) == len(model)
+            if len(model):
+                assert ours[0] == model[0] and ours[-1] == model[-1]
+        assert _entries(ours) == _entries(model)
+    finally:
+        ours._destroy()
+    assert _read(path) == _entries(model)
