@@ -144,8 +144,10 @@ class Server(ClientsMixin, PublishMixin, SubscriptionsMixin):
         # Standalone, each store commit is fsynced (the reference's file_sync).
         # Clustered, durability comes from replication to a majority, and only
         # --cluster_sync fsyncs (the reference's default as well).
+        # The Raft journal is synced along with the store and is ahead of it: a
+        # commit the store loses in a crash is applied again from the journal.
         sync = cfg.cluster.sync if cfg.cluster.enabled else cfg.store_sync
-        self.store = open_store(cfg.store, path, sync=sync)
+        self.store = open_store(cfg.store, path, sync=sync, journaled=True)
         self._check_server_info()
         # Operators grep for the reference's store names: LMDB plays FILE.
         log.info("Message store is %s", "MEMORY" if self.store.kind == "MEMORY" else "FILE (LMDB)")

@@ -350,7 +350,9 @@ class LmdbStore(CachedStore):
 
     kind = "LMDB"
 
-    def __init__(self, path: str, *, sync: bool = True, map_size: int = 1 << 40) -> None:
+    def __init__(
+        self, path: str, *, sync: bool = True, journaled: bool = False, map_size: int = 1 << 40
+    ) -> None:
         super().__init__(log)
         self.path = path
         self._free: int | None = None
@@ -363,7 +365,9 @@ class LmdbStore(CachedStore):
             max_dbs=MAX_DBS,
             max_readers=MAX_READERS,
             sync=sync,
-            metasync=sync,
+            # Without the meta page's own fsync, a system crash can undo the
+            # last commit (never corrupt the file): fine when a journal holds it.
+            metasync=sync and not journaled,
             writemap=False,
             lock=True,
             mode=0o600,

@@ -1129,3 +1129,18 @@ def test_release_memory_keeps_data(opener: Opener) -> None:
     with store.write() as txn:
         txn.store_msg("foo", "", b"after", 9999)
     assert store.get_msg("foo", 501) is not None
+
+
+@pytest.mark.parametrize(
+    ("sync", "journaled", "metasync"),
+    [(True, False, True), (True, True, False), (False, True, False), (False, False, False)],
+)
+def test_lmdb_sync_flags(tmp_path: object, sync: bool, journaled: bool, metasync: bool) -> None:
+    """A synced store fsyncs its meta page too, unless a synced journal in
+    front of it replays what a crash undoes (one fsync per commit, not two)."""
+    st = open_store("LMDB", str(tmp_path), sync=sync, journaled=journaled)  # type: ignore[arg-type]
+    try:
+        flags = st._env.flags()  # type: ignore[attr-defined]
+        assert (flags["sync"], flags["metasync"]) == (sync, metasync)
+    finally:
+        st.close()
