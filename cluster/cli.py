@@ -271,7 +271,7 @@ async def _watch_child(embedded: Any, stop: asyncio.Event) -> None:
 #: Subcommands: ``stanchion <name> ...`` runs ``module.main(argv)``.
 SUBCOMMANDS = {
     "bench": "cluster.bench",
-    "import-filestore": "cluster.importer",
+    "import-filestore": "cluster.import_cli",
 }
 
 

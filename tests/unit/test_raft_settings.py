@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pysyncobj.pickle as pso_pickle
 
-from cluster.raft import pickle_protocol_in_use
+from cluster.raft_node import pickle_protocol_in_use
 
 
 def test_pickle_protocol_raised() -> None:
