@@ -9,7 +9,7 @@ node's configured limits, so every node reaches the same state.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, ClassVar
 
@@ -260,8 +260,19 @@ class CommandError(ValueError):
     """An encoded command that this code cannot read."""
 
 
+#: Field names of each command class, in declaration order.
+_FIELD_NAMES: dict[type[Command], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in _CLASSES.values()
+}
+
+
 def encode(cmd: Command) -> bytes:
-    return msgpack.packb([int(cmd.op), cmd.version, *astuple(cmd)], use_bin_type=True)
+    """``[op, version, *fields]``. Field values go to msgpack as they are (no
+    field holds a dataclass; tuples and lists encode alike)."""
+    names = _FIELD_NAMES[type(cmd)]
+    return msgpack.packb(  # type: ignore[no-any-return]
+        [int(cmd.op), cmd.version, *[getattr(cmd, n) for n in names]], use_bin_type=True
+    )
 
 
 def encode_publish(now: int, msgs: list[tuple[str, str, bytes]]) -> bytes:

@@ -58,6 +58,8 @@ class LoopPoller(Poller):  # type: ignore[misc]
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._callbacks: dict[int, Callable[[int, int], None]] = {}
+        #: The epoll events each subscribed descriptor was registered with.
+        self._events: dict[int, int] = {}
 
     def fileno(self) -> int:
         return self._epoll.fileno()
@@ -70,13 +72,23 @@ class LoopPoller(Poller):  # type: ignore[misc]
             events |= select.EPOLLOUT
         if eventMask & _ERROR:
             events |= select.EPOLLERR
+        known = self._events.get(descr)
+        if known == events and self._callbacks.get(descr) == callback:
+            return  # (the same connection asking again: no system call)
         try:
-            self._epoll.register(descr, events)
+            if known is None:
+                self._epoll.register(descr, events)
+            else:
+                self._epoll.modify(descr, events)
         except FileExistsError:
             self._epoll.modify(descr, events)
+        except FileNotFoundError:
+            self._epoll.register(descr, events)
+        self._events[descr] = events
         self._callbacks[descr] = callback
 
     def unsubscribe(self, descr: int) -> None:
+        self._events.pop(descr, None)
         if self._callbacks.pop(descr, None) is not None:
             with contextlib.suppress(OSError, ValueError):
                 self._epoll.unregister(descr)
@@ -103,6 +115,7 @@ class LoopPoller(Poller):  # type: ignore[misc]
 
     def close(self) -> None:
         self._callbacks.clear()
+        self._events.clear()
         self._epoll.close()
 
 

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import logging
 import os
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,6 +116,68 @@ def _process_connection(conn: Any, descr: int, event: int) -> None:
 
 
 _pso_tcp.TcpConnection._TcpConnection__processConnection = _process_connection
+
+_FRAME_LEN = struct.Struct("i")
+_WRITE_INTEREST = (
+    _pso_tcp.POLL_EVENT_TYPE.READ | _pso_tcp.POLL_EVENT_TYPE.WRITE | _pso_tcp.POLL_EVENT_TYPE.ERROR
+)
+
+
+def _send(conn: Any, message: Any) -> None:
+    """pysyncobj's TcpConnection.send (same frame), with a send buffer that
+    does not copy itself.
+
+    The stock one keeps unsent bytes in a ``bytes`` object, appends each new
+    message by concatenation and drops what the socket took by slicing: both
+    copy the whole backlog. A follower that falls behind a stream of
+    publishes leaves megabytes there, and the leader spent its time copying
+    them. Here the backlog is a bytearray appended in place and consumed from
+    the front (``del``, no copy). When bytes remain, the poller is asked to
+    report the socket writable, so they go as soon as the peer reads rather
+    than with the next message (the stock connection only asks that while
+    connecting).
+    """
+    if conn.sendRandKey:
+        message = (conn.sendRandKey, message)
+    data = _pso_tcp.zlib.compress(_pso_tcp.pickle.dumps(message), 3)
+    if conn.encryptor:
+        data = conn.encryptor.encrypt_at_time(data, int(_pso_tcp.monotonicTime()))
+    buf = conn._TcpConnection__writeBuffer
+    if type(buf) is not bytearray:
+        buf = conn._TcpConnection__writeBuffer = bytearray(buf)
+    buf += _FRAME_LEN.pack(len(data))
+    buf += data
+    conn._TcpConnection__trySendBuffer()
+    if buf and conn._TcpConnection__state == _CONNECTED:
+        conn._TcpConnection__poller.subscribe(
+            conn._TcpConnection__fileno, conn._TcpConnection__processConnection, _WRITE_INTEREST
+        )
+
+
+def _process_send(conn: Any) -> bool:
+    """One send of the backlog; False always: either everything went, or the
+    socket is full and a second try would only fail (pysyncobj loops while
+    this returns True)."""
+    buf = conn._TcpConnection__writeBuffer
+    if not buf:
+        return False
+    try:
+        sent = conn._TcpConnection__socket.send(buf)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+            conn.disconnect()
+        return False
+    if sent < 0:
+        conn.disconnect()
+    elif type(buf) is bytearray:
+        del buf[:sent]
+    else:
+        conn._TcpConnection__writeBuffer = buf[sent:]
+    return False
+
+
+_pso_tcp.TcpConnection.send = _send
+_pso_tcp.TcpConnection._TcpConnection__processSend = _process_send
 
 # pysyncobj wakes its tick thread through a pipe whenever a command is queued.
 # Our ticks run on the event loop, which is told directly (TickDriver.schedule).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 import pytest
 
@@ -28,26 +30,26 @@ def test_op_numbers_are_stable() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    "cmd",
-    [
-        c.Noop("tok"),
-        c.Connect("a", "hb", b"\x00\xff", 1, 5, 88, True),
-        c.Disconnect("a"),
-        c.Publish(123, [("foo", "r", b"\x00data"), ("bar", "", b"")]),
-        c.Subscribe("a", "foo", "q", "in", 10, 30, "d", 3, 7, 99, "ack", 5, True),
-        c.Unsubscribe("a", "foo", "ack"),
-        c.CloseSub("a", "foo", "ack"),
-        c.SentAck([("foo", 1, 9, [8, 9], [7])]),
-        c.DeleteChannel("foo", 42),
-        c.Expire(77, ["foo", "bar"]),
-        c.ImportChannel("foo", 5, 3, [1, 2, 3, 4, 5], 99),
-        c.ImportChannel("foo"),
-        c.ImportMsgs("foo", 4, [(5, 100, "r", b"\x00d"), (7, 90, "", b"")], 9, 123),
-        c.ImportClient([("a", "hb", b"\x01", 1, 5, 3)]),
-        c.ImportSub("foo", 3, "a", "in", "ack", 5, 60, "d:q", "", 9, True, True, [7, 9]),
-    ],
-)
+SAMPLES: list[c.Command] = [
+    c.Noop("tok"),
+    c.Connect("a", "hb", b"\x00\xff", 1, 5, 88, True),
+    c.Disconnect("a"),
+    c.Publish(123, [("foo", "r", b"\x00data"), ("bar", "", b"")]),
+    c.Subscribe("a", "foo", "q", "in", 10, 30, "d", 3, 7, 99, "ack", 5, True),
+    c.Unsubscribe("a", "foo", "ack"),
+    c.CloseSub("a", "foo", "ack"),
+    c.SentAck([("foo", 1, 9, [8, 9], [7])]),
+    c.DeleteChannel("foo", 42),
+    c.Expire(77, ["foo", "bar"]),
+    c.ImportChannel("foo", 5, 3, [1, 2, 3, 4, 5], 99),
+    c.ImportChannel("foo"),
+    c.ImportMsgs("foo", 4, [(5, 100, "r", b"\x00d"), (7, 90, "", b"")], 9, 123),
+    c.ImportClient([("a", "hb", b"\x01", 1, 5, 3)]),
+    c.ImportSub("foo", 3, "a", "in", "ack", 5, 60, "d:q", "", 9, True, True, [7, 9]),
+]
+
+
+@pytest.mark.parametrize("cmd", SAMPLES)
 def test_round_trip(cmd: c.Command) -> None:
     back = c.decode(c.encode(cmd))
     assert type(back) is type(cmd)
@@ -55,6 +57,24 @@ def test_round_trip(cmd: c.Command) -> None:
         assert [tuple(u) for u in back.updates] == [tuple(u) for u in cmd.updates]  # type: ignore[attr-defined]
     else:
         assert back == cmd
+
+
+@pytest.mark.parametrize("cmd", SAMPLES)
+def test_encoding_is_op_version_then_fields_in_order(cmd: c.Command) -> None:
+    """The bytes of entries already in journals and snapshots: op, version,
+    then every field in declaration order, nested values as plain arrays."""
+    want = msgpack.packb(
+        [int(cmd.op), cmd.version, *(getattr(cmd, f.name) for f in dataclasses.fields(cmd))],
+        use_bin_type=True,
+    )
+    assert c.encode(cmd) == want
+    assert c.encode(cmd) == msgpack.packb(
+        [int(cmd.op), cmd.version, *dataclasses.astuple(cmd)], use_bin_type=True
+    )
+
+
+def test_samples_cover_every_command() -> None:
+    assert {type(cmd) for cmd in SAMPLES} == set(c._CLASSES.values())
 
 
 def test_fast_publish_encoding_matches() -> None:
