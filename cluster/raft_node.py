@@ -195,6 +195,9 @@ TRIM_INTERVAL = 5.0
 #: is up: under a stream of publishes the pages written (journal and store)
 #: would otherwise pile up in the resident set between two releases.
 TRIM_BYTES = 16 << 20
+#: Seconds between releases while a snapshot copies the store (it reads every
+#: page of the store through the map).
+SNAPSHOT_TRIM_INTERVAL = 0.5
 
 
 #: Seconds a leader waits for an append to carry a new commit index to the
@@ -247,7 +250,9 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._glue = glue
         self._single = not settings.partners
         self._next_trim = 0.0
+        self._trimmed_at = 0.0
         self._trimmed_at_offset = 0
+        self._trimmed_at_reads = 0
         self._journal_space = JournalSpace(fsm)
         self._log_bytes = 0
         # Members reach the same log position together: stagger their
@@ -355,9 +360,17 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         offset = journal.used_bytes() if isinstance(journal, StanJournal) else 0
         if offset < self._trimmed_at_offset:
             self._trimmed_at_offset = offset  # the journal was compacted
-        if now >= self._next_trim or offset - self._trimmed_at_offset >= TRIM_BYTES:
+        reads = self._fsm.store.mapped_reads()
+        if (
+            now >= self._next_trim
+            or offset - self._trimmed_at_offset >= TRIM_BYTES
+            or reads - self._trimmed_at_reads >= TRIM_BYTES
+            or (now - self._trimmed_at >= SNAPSHOT_TRIM_INTERVAL and self._glue.snapshot_running())
+        ):
             self._next_trim = now + TRIM_INTERVAL
+            self._trimmed_at = now
             self._trimmed_at_offset = offset
+            self._trimmed_at_reads = reads
             self._trim_journal_pages()
             self._fsm.store.release_memory()
         if self._single and self._isLeader():

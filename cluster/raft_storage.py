@@ -167,6 +167,10 @@ class SnapshotMixin:
                 with contextlib.suppress(Exception):
                     self.fsm.store.release_memory()
 
+    def snapshot_running(self) -> bool:
+        thread = self._snapshot_thread
+        return thread is not None and thread.is_alive()
+
     def serialize_state(self) -> int:  # in a tick
         thread = self._snapshot_thread
         if thread is not None and thread.is_alive():

@@ -337,6 +337,11 @@ class Store(Protocol):
         """Bytes free for the store's files on their filesystem, or None when
         the store keeps nothing on disk. May be a fraction of a second old."""
 
+    def mapped_reads(self) -> int:
+        """Bytes of messages read through the store's map since it opened (0
+        when nothing is mapped): callers of ``release_memory`` use it to
+        release after a volume of reads rather than only on a timer. Any thread."""
+
     def release_memory(self) -> None:
         """Drop file pages the store has mapped from the process's resident set.
 

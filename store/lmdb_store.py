@@ -356,6 +356,7 @@ class LmdbStore(CachedStore):
         super().__init__(log)
         self.path = path
         self._free: int | None = None
+        self._mapped_reads = 0
         self._free_checked = -_FREE_DISK_CACHE
         os.makedirs(path, mode=0o700, exist_ok=True)
         self._env = lmdb.open(
@@ -466,6 +467,7 @@ class LmdbStore(CachedStore):
                 out.append(StoredMsg(unpack_from(key, 8)[0], unpack_from(val)[0], raw))
                 if len(out) >= max_count:
                     break
+        self._mapped_reads += total
         return out
 
     def seq_at_time(self, channel: str, timestamp: int) -> int:
@@ -560,6 +562,9 @@ class LmdbStore(CachedStore):
             self._free = st.f_bavail * st.f_frsize
             self._free_checked = now
         return self._free
+
+    def mapped_reads(self) -> int:
+        return self._mapped_reads
 
     def release_memory(self) -> None:
         data = os.path.realpath(os.path.join(self.path, "data.mdb"))

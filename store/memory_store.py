@@ -648,6 +648,9 @@ class MemoryStore(CachedStore):
     def free_disk(self) -> int | None:
         return None
 
+    def mapped_reads(self) -> int:
+        return 0  # nothing is mapped
+
     def release_memory(self) -> None:
         """Nothing is mapped: the memory store's data is its memory."""
 
