@@ -249,7 +249,6 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._fsm = fsm
         self._glue = glue
         self._single = not settings.partners
-        self._next_trim = 0.0
         self._trimmed_at = 0.0
         self._trimmed_at_offset = 0
         self._trimmed_at_reads = 0
@@ -362,12 +361,11 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             self._trimmed_at_offset = offset  # the journal was compacted
         reads = self._fsm.store.mapped_reads()
         if (
-            now >= self._next_trim
+            now - self._trimmed_at >= TRIM_INTERVAL
             or offset - self._trimmed_at_offset >= TRIM_BYTES
             or reads - self._trimmed_at_reads >= TRIM_BYTES
             or (now - self._trimmed_at >= SNAPSHOT_TRIM_INTERVAL and self._glue.snapshot_running())
         ):
-            self._next_trim = now + TRIM_INTERVAL
             self._trimmed_at = now
             self._trimmed_at_offset = offset
             self._trimmed_at_reads = reads

@@ -7,9 +7,11 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pysyncobj.pickle as pso_pickle
+import pytest
 from pysyncobj.tcp_connection import TcpConnection
 
 import cluster.raft_node  # noqa: F401 - installs the send path under test
@@ -43,43 +45,43 @@ def _drain(poller: LoopPoller, peer: socket.socket, want: int, timeout: float = 
     return got
 
 
-def test_a_backlog_goes_out_whole_in_order_without_further_sends() -> None:
+@pytest.fixture
+def link() -> Iterator[tuple[LoopPoller, TcpConnection, socket.socket]]:
+    """A pysyncobj connection on one end of a socket pair, the raw peer on the other."""
     poller = LoopPoller()
     ours, peer = socket.socketpair()
     ours.setblocking(False)
     peer.setblocking(False)
     conn = TcpConnection(poller, socket=ours, timeout=60.0)
     try:
-        for burst in range(2):  # the second starts with the poller no longer watching writes
-            messages = [
-                {"burst": burst, "n": i, "blob": bytes([i % 251]) * 100_000} for i in range(40)
-            ]
-            for message in messages:
-                conn.send(message)
-            assert conn.getSendBufferSize() > 0, "the socket took everything: no backlog"
-            assert isinstance(conn._TcpConnection__writeBuffer, bytearray)
-            got = _drain(poller, peer, len(messages))
-            assert [(m["burst"], m["n"]) for m in got] == [(burst, i) for i in range(40)]
-            assert got == messages
-            assert conn.getSendBufferSize() == 0
+        yield poller, conn, peer
     finally:
         conn.disconnect()
         peer.close()
         poller.close()
 
 
-def test_small_messages_go_out_at_once() -> None:
-    poller = LoopPoller()
-    ours, peer = socket.socketpair()
-    ours.setblocking(False)
-    peer.setblocking(False)
-    conn = TcpConnection(poller, socket=ours, timeout=60.0)
-    try:
-        conn.send({"type": "append_entries", "entries": [(b"\x00cmd", 7, 2)]})
+def test_a_backlog_goes_out_whole_in_order_without_further_sends(
+    link: tuple[LoopPoller, TcpConnection, socket.socket],
+) -> None:
+    poller, conn, peer = link
+    for burst in range(2):  # the second starts with the poller no longer watching writes
+        messages = [{"burst": burst, "n": i, "blob": bytes([i % 251]) * 100_000} for i in range(40)]
+        for message in messages:
+            conn.send(message)
+        assert conn.getSendBufferSize() > 0, "the socket took everything: no backlog"
+        assert isinstance(conn._TcpConnection__writeBuffer, bytearray)
+        got = _drain(poller, peer, len(messages))
+        assert [(m["burst"], m["n"]) for m in got] == [(burst, i) for i in range(40)]
+        assert got == messages
         assert conn.getSendBufferSize() == 0
-        got = _frames(bytearray(peer.recv(1 << 16)))
-        assert got == [{"type": "append_entries", "entries": [(b"\x00cmd", 7, 2)]}]
-    finally:
-        conn.disconnect()
-        peer.close()
-        poller.close()
+
+
+def test_small_messages_go_out_at_once(
+    link: tuple[LoopPoller, TcpConnection, socket.socket],
+) -> None:
+    _, conn, peer = link
+    conn.send({"type": "append_entries", "entries": [(b"\x00cmd", 7, 2)]})
+    assert conn.getSendBufferSize() == 0
+    got = _frames(bytearray(peer.recv(1 << 16)))
+    assert got == [{"type": "append_entries", "entries": [(b"\x00cmd", 7, 2)]}]
