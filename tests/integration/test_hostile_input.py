@@ -95,7 +95,13 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         nc, ack_inbox, hb_inbox = runner.run(setup())
         yield Target(cluster_id, node, server.url, nc, runner, ack_inbox, hb_inbox)
         runner.run(nc.close())
-        runner.run(target_state["sc"].close())
+        try:
+            runner.run(target_state["sc"].close())
+        except StanError as exc:
+            # A message of one type sent to another type's subject can carry
+            # "keeper" in the same field: a SubscriptionRequest read as a
+            # CloseRequest closes the keeper for real.
+            assert str(exc) == "stan: unknown clientID", exc
     finally:
         if node is not None:
             node.stop()
@@ -143,7 +149,7 @@ def _valid_message(draw: st.DrawFn, cid: str) -> bytes:
             clientID=draw(st.sampled_from(["keeper", t])), subject=t, inbox=t
         ).SerializeToString()
     elif kind == "close":
-        # Never close the keeper: its durable is what we check afterwards.
+        # Not the keeper by name (a message of another kind sent here still can be).
         raw = m.CloseRequest(clientID="x" + t).SerializeToString()
     elif kind == "conn":
         raw = m.ConnectRequest(
