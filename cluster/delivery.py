@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -28,6 +29,35 @@ log = logging.getLogger("stanchion.delivery")
 DEADLINE_SLACK = 0.015
 #: Messages read from the store per page when a subscription catches up.
 PAGE = 256
+#: Bytes a cursor keeps read ahead of what it may send now (see ReadAhead).
+READ_AHEAD_BYTES = 64 * 1024
+
+
+@dataclass(slots=True, eq=False)
+class ReadAhead:
+    """Messages read from the store past what a cursor could send at the time.
+
+    A subscription held at MaxInflight gets room for one message per ack;
+    reading the store for each would cost a transaction per message. Instead a
+    read fetches a page and keeps the rest here. Contract: every message the
+    store held with a sequence in ``[start, msgs[-1].seq]`` is in ``msgs``.
+    That stays true as messages never change once stored and the store only
+    drops them from the front (callers first move a cursor below the first
+    stored message up to it).
+    """
+
+    start: int
+    msgs: list[StoredMsg]
+
+    def take(self, start: int, count: int) -> list[StoredMsg] | None:
+        """Up to ``count`` messages from ``start`` on, or None if not covered."""
+        msgs = self.msgs
+        if start < self.start or start > msgs[-1].seq:
+            return None
+        i = start - msgs[0].seq
+        if not (0 <= i < len(msgs) and msgs[i].seq == start):
+            i = bisect_left(msgs, start, key=_seq)  # gaps (imported channels)
+        return msgs[i : i + count]
 
 
 @dataclass(slots=True, eq=False)
@@ -48,6 +78,7 @@ class SubView:
     pending: dict[int, float] = field(default_factory=dict)
     redeliveries: dict[int, int] = field(default_factory=dict)
     stalled: bool = False
+    ahead: ReadAhead | None = None
     #: Pending messages must be redelivered before any new one is sent.
     new_on_hold: bool = False
     #: Set once the subscription response went out; nothing is sent before.
@@ -67,6 +98,7 @@ class QueueGroup:
     members: list[SubView] = field(default_factory=list)
     last_sent: int = 0
     redeliveries: dict[int, int] = field(default_factory=dict)
+    ahead: ReadAhead | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -303,11 +335,25 @@ class Delivery:
                 group.last_sent = rec.first_seq - 1
             start = rec.first_seq
         count = max(1, min(room, PAGE))
+        owner = group if group is not None else view
+        if owner is not None and owner.ahead is not None:
+            page = owner.ahead.take(start, count)
+            if page and page[-1].seq < owner.ahead.msgs[-1].seq:
+                return page
+            owner.ahead = None  # used up or left behind
+            if page:
+                return page
         if hint and hint[0].seq <= start <= hint[-1].seq:
             first = start - hint[0].seq
             if first < len(hint) and hint[first].seq == start:
                 return hint[first : first + count]
-        return self.store.read_msgs(channel, start, count)
+        if owner is None or count >= PAGE:
+            return self.store.read_msgs(channel, start, count)
+        msgs = self.store.read_msgs(channel, start, PAGE, READ_AHEAD_BYTES)
+        if len(msgs) > count:
+            owner.ahead = ReadAhead(start, msgs)
+            return msgs[:count]
+        return msgs
 
     def _pick(self, group: QueueGroup, *, force: bool = False) -> SubView | None:
         """Queue member selection (SEMANTICS §5.6)."""
@@ -477,6 +523,10 @@ class Delivery:
             view.dirty = False
             self._dirty.discard(view)
         return updates
+
+
+def _seq(msg: StoredMsg) -> int:
+    return msg.seq
 
 
 def _wall_ns() -> int:
