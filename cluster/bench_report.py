@@ -11,7 +11,7 @@ from cluster.bench_stats import Latency, RawResult, RunResult, human_duration
 
 @dataclass
 class SuiteOptions:
-    async_msgs: int = 50_000
+    async_msgs: int = 100_000
     sync_msgs: int = 3_000
     raw1_requests: int = 3_000
     raw100_requests: int = 30_000
