@@ -1,7 +1,8 @@
 """``make cluster``: a nats-server and three nodes in the foreground.
 
 nats-server listens on 127.0.0.1:4222; nodes a, b and c use Raft ports
-7001-7003 and monitoring ports 8301-8303, and keep their data under
+7001-7003 and monitoring ports 8301-8303 (``CLUSTER_PORT_OFFSET=N`` adds N to
+each port, for a second cluster beside the first), and keep their data under
 ``.cluster/<node>/``. Every output line is prefixed with its process. Ctrl-C
 stops everything; running it again resumes the same data. Killing one node
 (``kill -9 <pid>``, the PIDs are printed at start) leaves the others running,
@@ -20,9 +21,10 @@ from pathlib import Path
 
 from cluster.natsproc import nats_server_binary
 
-NODES = {"a": 7001, "b": 7002, "c": 7003}
-MONITOR = {"a": 8301, "b": 8302, "c": 8303}
-NATS_PORT = 4222
+_OFFSET = int(os.environ.get("CLUSTER_PORT_OFFSET", "0"))
+NODES = {"a": 7001 + _OFFSET, "b": 7002 + _OFFSET, "c": 7003 + _OFFSET}
+MONITOR = {"a": 8301 + _OFFSET, "b": 8302 + _OFFSET, "c": 8303 + _OFFSET}
+NATS_PORT = 4222 + _OFFSET
 COLORS = {"nats": "\033[90m", "a": "\033[36m", "b": "\033[35m", "c": "\033[33m"}
 
 
@@ -101,18 +103,26 @@ def main() -> int:
                 print("cluster: nats-server exited; stopping", flush=True)
                 break
     finally:
-        for name in ["a", "b", "c", "nats"]:
-            proc = procs.get(name)
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.time() + 10
-        for proc in procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        # Nodes first, so they leave while NATS still carries their last
+        # replies; then nats-server. (Ctrl-C on a terminal reaches them all at
+        # once anyway; a node then closes at once instead of draining.)
+        _stop([p for n, p in procs.items() if n != "nats"])
+        _stop([procs["nats"]] if "nats" in procs else [])
     return 0
+
+
+def _stop(group: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process of ``group``; SIGKILL those still there after 10 s."""
+    for proc in group:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.time() + 10
+    for proc in group:
+        try:
+            proc.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 if __name__ == "__main__":

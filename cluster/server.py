@@ -309,7 +309,10 @@ class Server(ClientsMixin, PublishMixin, SubscriptionsMixin):
             task.cancel()
         try:
             await self.outbox.drain()
-            await asyncio.wait_for(self.nc.drain(), 2)
+            if self.nc.is_connected:
+                await asyncio.wait_for(self.nc.drain(), 2)
+            else:  # (nats-server gone too, as when both are stopped at once)
+                await self.nc.close()
         except Exception:  # noqa: BLE001 - best effort on the way out
             pass
         self.raft.destroy()
