@@ -14,7 +14,6 @@ import os
 import random
 import re
 import signal
-import socket
 import sys
 import urllib.request
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 
 from client import StanConnection, connect
 from tests.helpers import wait_for
+from tests.helpers.net import bindable, listen_range
 from tests.helpers.procs import REPO_ROOT, ManagedProcess, child_env
 
 BASE_PORTS = [4222, 7001, 7002, 7003, 8301, 8302, 8303]
@@ -33,20 +33,13 @@ class DevCluster(ManagedProcess):
         self._spawn([sys.executable, "-m", "cluster.devcluster"])
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def _free_offset() -> int:
-    """A port offset under which all of the cluster's ports are free right now."""
-    for _ in range(100):
-        offset = random.randrange(20_000, 50_000)
-        if all(_bindable(p + offset) for p in BASE_PORTS):
+    """A port offset under which all of the cluster's ports are free right now
+    (and outside the kernel's range for outgoing connections)."""
+    lo, hi = listen_range()
+    for _ in range(200):
+        offset = random.randint(lo - min(BASE_PORTS), hi - max(BASE_PORTS))
+        if all(bindable(p + offset) for p in BASE_PORTS):
             return offset
     raise AssertionError("no free set of ports for the dev cluster")
 
