@@ -22,7 +22,7 @@ from typing import Any
 
 from client import StanConnection, connect
 from tests.helpers import wait_for
-from tests.helpers.net import bindable, listen_range
+from tests.helpers.net import claim, listen_range
 from tests.helpers.procs import REPO_ROOT, ManagedProcess, child_env
 
 BASE_PORTS = [4222, 7001, 7002, 7003, 8301, 8302, 8303]
@@ -39,7 +39,7 @@ def _free_offset() -> int:
     lo, hi = listen_range()
     for _ in range(200):
         offset = random.randint(lo - min(BASE_PORTS), hi - max(BASE_PORTS))
-        if all(bindable(p + offset) for p in BASE_PORTS):
+        if claim(p + offset for p in BASE_PORTS):
             return offset
     raise AssertionError("no free set of ports for the dev cluster")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -39,15 +40,31 @@ def bindable(port: int) -> bool:
         return True
 
 
+#: Ports :func:`free_port` returned in this process: a server may take a moment
+#: to bind its port, and meanwhile the port still looks free.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago, from :func:`listen_range`
-    (picked at random: two tests asking at once rarely get the same one)."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, from :func:`listen_range`,
+    never one returned before in this process (picked at random, so that test
+    runs side by side rarely meet)."""
     lo, hi = listen_range()
     for _ in range(1000):
         port = random.randint(lo, hi)
-        if bindable(port):
+        if claim([port]):
             return port
     raise RuntimeError(f"no free port in {lo}-{hi}")
+
+
+def claim(ports: Iterable[int]) -> bool:
+    """If every one of ``ports`` is free and was never handed out here, hand
+    them out (as :func:`free_port` does) and return True; else False."""
+    wanted = list(ports)
+    if any(p in _handed_out for p in wanted) or not all(bindable(p) for p in wanted):
+        return False
+    _handed_out.update(wanted)
+    return True
 
 
 def accepts_connections(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:

@@ -62,11 +62,17 @@ class NodePool:
         key: PoolKey = (store or "LMDB", tuple(flags))
         warm = self._warm.setdefault(key, [])
         node, cluster_id = warm.pop(0) if warm else self._spawn(key)
-        try:
-            node.wait_ready(READY_TIMEOUT)
-        except BaseException:
-            self._retired.append(node)
-            raise
+        for attempt in range(3):
+            try:
+                node.wait_ready(READY_TIMEOUT)
+                break
+            except BaseException:
+                self._retired.append(node)
+                # Another process may have bound the monitoring port between
+                # the moment it was found free and the node's bind: a new port.
+                if attempt == 2 or "address already in use" not in node.log_text():
+                    raise
+                node, cluster_id = self._spawn(key)
         depth = 1 if flags else 2
         while len(warm) < depth:
             warm.append(self._spawn(key))
