@@ -17,10 +17,13 @@ import signal
 import sys
 import urllib.request
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from client import StanConnection, connect
+import nats.errors
+
+from client import StanConnection, StanError, connect
 from tests.helpers import wait_for
 from tests.helpers.net import claim, listen_range
 from tests.helpers.procs import REPO_ROOT, ManagedProcess, child_env
@@ -53,6 +56,14 @@ def _role(port: int) -> str | None:
         return None
     role = data.get("role")
     return str(role) if role else None
+
+
+async def _published(sc: StanConnection, data: bytes) -> bool:
+    try:
+        await sc.publish("dev", data)
+    except (StanError, nats.errors.Error):
+        return False
+    return True
 
 
 def _alive(pid: int) -> bool:
@@ -107,12 +118,8 @@ async def test_make_cluster_fails_over_and_stops_on_ctrl_c(tmp_path: Path) -> No
         assert dev.running, dev.log_tail()
         after = [f"after-{i}".encode() for i in range(50)]
         for data in after:
-            while True:  # the first publishes may time out during the failover
-                try:
-                    await sc.publish("dev", data)
-                    break
-                except Exception:  # noqa: BLE001 - any publish error: try again
-                    await asyncio.sleep(0.2)
+            # The first publishes may fail during the failover: tried again.
+            await wait_for(partial(_published, sc, data), 30, f"{data!r} acknowledged", 0.2)
         await wait_for(lambda: set(before + after) <= set(got), 30, "every message")
         for c in conns:
             await c.close()
