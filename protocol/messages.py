@@ -129,7 +129,9 @@ def decode(cls: type[M], payload: bytes) -> M | None:
         msg = None
     # Fast path: every field was one the message declares, with its wire type
     # (protobuf keeps a field of the wrong wire type as an unknown field).
-    if msg is not None and not len(UnknownFieldSet(msg)):
+    # Not for big payloads: listing their unknown fields costs more than the
+    # scan below, whose cost grows with the number of fields, not their size.
+    if msg is not None and len(payload) <= _LIST_UNKNOWN_MAX and not len(UnknownFieldSet(msg)):
         return msg
     fields = _scan(payload, _wire_types(cls))
     if fields is None:
@@ -145,6 +147,8 @@ def decode(cls: type[M], payload: bytes) -> M | None:
 
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+#: Payload size up to which ``decode`` checks protobuf's unknown fields first.
+_LIST_UNKNOWN_MAX = 4096
 _WIRE_BY_TYPE = {
     FieldDescriptor.TYPE_DOUBLE: _I64,
     FieldDescriptor.TYPE_FLOAT: _I32,
@@ -196,34 +200,50 @@ def _read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
 def _scan(buf: bytes, wire_types: dict[int, int]) -> list[tuple[int, int, int, int]] | None:
     """The fields of ``buf`` as (number, wire type, start of value, end of
     value), or None when the wire data is malformed or a declared field comes
-    with the wrong wire type."""
+    with the wrong wire type. (One-byte keys, varints and lengths, by far the
+    most common, are read inline.)"""
     out: list[tuple[int, int, int, int]] = []
+    append = out.append
+    expected_of = wire_types.get
     pos = 0
     end = len(buf)
     try:
         while pos < end:
-            key, pos = _read_varint(buf, pos, end)
+            key = buf[pos]
+            if key < 0x80:
+                pos += 1
+            else:
+                key, pos = _read_varint(buf, pos, end)
             number, wire = key >> 3, key & 7
             if number == 0:
                 return None
-            expected = wire_types.get(number)
+            expected = expected_of(number)
             if expected is not None and wire != expected:
                 return None
-            start = pos
             if wire == _VARINT:
-                _, pos = _read_varint(buf, pos, end)
+                start = pos
+                if pos < end and buf[pos] < 0x80:
+                    pos += 1
+                else:
+                    _, pos = _read_varint(buf, pos, end)
+            elif wire == _LEN:
+                if pos < end and buf[pos] < 0x80:
+                    start = pos + 1
+                    pos = start + buf[pos]
+                else:
+                    length, start = _read_varint(buf, pos, end)
+                    pos = start + length
             elif wire == _I64:
+                start = pos
                 pos += 8
             elif wire == _I32:
+                start = pos
                 pos += 4
-            elif wire == _LEN:
-                length, start = _read_varint(buf, pos, end)
-                pos = start + length
             else:
                 return None  # groups are not part of this protocol
             if pos > end:
                 return None
-            out.append((number, wire, start, pos))
+            append((number, wire, start, pos))
     except ValueError:
         return None
     return out

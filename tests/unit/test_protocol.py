@@ -578,3 +578,24 @@ def test_invalid_utf8_strings_are_accepted_like_the_reference() -> None:
     assert got is not None
     assert got.heartbeatInbox == "hb"
     assert got.clientID == "\ufffd\ufffd"
+
+
+@pytest.mark.parametrize("fields", [1, 10_000])
+def test_big_payloads_are_decoded_as_strictly(fields: int) -> None:
+    """Payloads over a few KB skip protobuf's unknown-field listing for the
+    scan alone: the outcome is the same as for small ones."""
+    from protocol.messages import ConnectRequest, PubMsg, decode, varint
+
+    big = b"d" * 20_000
+    pub = PubMsg(clientID="c", guid="g", subject="foo", data=big)
+    unknown = (varint(99 << 3 | 0) + varint(7)) * fields
+    got = decode(PubMsg, pub.SerializeToString() + unknown)
+    assert got is not None
+    got.DiscardUnknownFields()
+    assert got == pub
+    wrong_wire = varint(1 << 3 | 0) + varint(5)  # clientID as a varint
+    assert decode(PubMsg, pub.SerializeToString() + unknown + wrong_wire) is None
+    assert decode(ConnectRequest, pub.SerializeToString()) is None  # field 3 wrong type
+    bad_utf8 = b"\x0a\x02\xff\xfe" * fields + unknown
+    got = decode(PubMsg, bad_utf8 + varint(5 << 3 | 2) + varint(len(big)) + big)  # data
+    assert got is not None and got.clientID == "\ufffd\ufffd" and got.data == big
