@@ -103,14 +103,16 @@ async def test_make_cluster_fails_over_and_stops_on_ctrl_c(tmp_path: Path) -> No
 
         first = await wait_for(lambda: leader(list(monitors)), 30, "a leader")
         got: list[bytes] = []
-        sc = await connect(cluster_id, "pub", nats_url=nats_url, connect_timeout=5)
+        # A publish sent while the new leader is still taking over gets no
+        # ack: a short ack wait lets a retry come soon (duplicates are fine).
+        sc = await connect(cluster_id, "pub", nats_url=nats_url, connect_timeout=5, pub_ack_wait=2)
         conns.append(sc)
         sub_sc = await connect(cluster_id, "sub", nats_url=nats_url, connect_timeout=5)
         conns.append(sub_sc)
         await sub_sc.subscribe("dev", lambda m: got.append(m.data), durable_name="d")
         before = [f"before-{i}".encode() for i in range(50)]
         for data in before:
-            await sc.publish("dev", data)
+            await wait_for(partial(_published, sc, data), 30, f"{data!r} acknowledged", 0.2)
 
         os.kill(pids[first], signal.SIGKILL)
         others = [n for n in monitors if n != first]
