@@ -21,6 +21,7 @@ from pysyncobj.config import SERIALIZER_STATE
 
 from cluster.fsm import StateMachine
 from cluster.raft_journal import StanJournal
+from store import SnapshotError
 
 log = logging.getLogger("stanchion.raft")
 
@@ -190,18 +191,28 @@ class SnapshotMixin:
         with open(filename, "rb") as src:
             (n,) = struct.unpack(">Q", src.read(8))
             raft_data = pickle.loads(src.read(n))
-            journal = getattr(getattr(self, "node", None), "_SyncObj__raftLog", None)
-            if journal is not None:
-                align_journal(journal, raft_data)
             fd, image = tempfile.mkstemp(dir=os.path.dirname(filename), prefix=".restore-")
             with os.fdopen(fd, "wb") as dst:
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
         try:
             store = self.fsm.store
-            if not self.snapshot_store or os.path.getsize(image) == 0:
+            has_image = self.snapshot_store and os.path.getsize(image) > 0
+            try:
+                # Checked before anything changes: pysyncobj does not detect
+                # a snapshot that reached us with pieces missing (chunks it
+                # had queued on a connection that dropped).
+                snap_index = store.snapshot_applied_index(image) if has_image else 0
+            except SnapshotError:
+                bad = f"{filename}.bad-{int(time.time())}"
+                os.replace(filename, bad)
+                log.error("snapshot refused, kept as %s (the leader sends it again)", bad)
+                raise
+            journal = getattr(getattr(self, "node", None), "_SyncObj__raftLog", None)
+            if journal is not None:
+                align_journal(journal, raft_data)
+            if not has_image:
                 return raft_data
-            snap_index = store.snapshot_applied_index(image)
             if snap_index > store.applied_index():
                 log.info(
                     "restoring store from snapshot index=%d local=%d",

@@ -163,6 +163,11 @@ class StoreError(Exception):
     """A refusal whose text goes to the client unchanged (e.g. limits)."""
 
 
+class SnapshotError(Exception):
+    """A snapshot image is not whole (cut short, pieces missing) or not an
+    image of this store: nothing was read from it."""
+
+
 class StorageError(Exception):
     """The store could not write: its map or the disk is full, or an I/O error.
 

@@ -29,6 +29,7 @@ from store.api import (
     ChannelRecord,
     ClientRecord,
     ServerInfo,
+    SnapshotError,
     StorageError,
     StoredMsg,
     SubRecord,
@@ -630,5 +631,45 @@ def _name_key(name: str) -> bytes:
 
 
 def _open_image(path: str) -> lmdb.Environment:
-    """Open a snapshot file (a compacted data.mdb image) read-only."""
+    """Open a snapshot file (a compacted data.mdb image) read-only, after
+    :func:`_check_image`."""
+    _check_image(path)
     return lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=MAX_DBS)
+
+
+#: In each of the two meta pages (after the 16-byte page header): magic,
+#: version, address, map size, then two 48-byte database records (the first
+#: one's first field holds the page size), last page number, transaction ID.
+_META_MAGIC = 0xBEEFC0DE
+_META_HEAD = struct.Struct("<IIQQI")
+_META_TAIL = struct.Struct("<QQ")
+_META_TAIL_AT = 16 + 4 + 4 + 8 + 8 + 2 * 48
+
+
+def _check_image(path: str) -> None:
+    """SnapshotError unless ``path`` holds every page its newest meta page names.
+
+    LMDB maps the file and would read past its end (the process dies of
+    SIGBUS) if a snapshot arrived cut short or with pieces missing.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(2 * 65536)
+    best: tuple[int, int, int] | None = None  # (txnid, last page, page size)
+    for at in {0, *(p for p in (4096, 8192, 16384, 32768, 65536) if p < len(head))}:
+        if len(head) < at + _META_TAIL_AT + _META_TAIL.size:
+            continue
+        magic, _version, _addr, _mapsize, psize = _META_HEAD.unpack_from(head, at + 16)
+        if magic != _META_MAGIC or psize < 512:
+            continue
+        last_pg, txnid = _META_TAIL.unpack_from(head, at + _META_TAIL_AT)
+        if best is None or txnid > best[0]:
+            best = (txnid, last_pg, psize)
+    if best is None:
+        raise SnapshotError(f"snapshot image {path} is not an LMDB file")
+    _txnid, last_pg, psize = best
+    if size < (last_pg + 1) * psize:
+        raise SnapshotError(
+            f"snapshot image {path} is incomplete: {size} bytes, its last page ends at "
+            f"{(last_pg + 1) * psize}"
+        )

@@ -1158,3 +1158,37 @@ def test_lmdb_sync_flags(tmp_path: object, sync: bool, journaled: bool, metasync
         assert (flags["sync"], flags["metasync"]) == (sync, metasync)
     finally:
         st.close()
+
+
+@pytest.mark.parametrize("kind", ["LMDB"])
+@pytest.mark.parametrize("damage", ["cut short", "piece missing", "not a store"])
+def test_damaged_snapshot_image_is_refused_before_it_is_read(
+    opener: Opener, tmp_path: os.PathLike[str], damage: str
+) -> None:
+    """A snapshot that arrived incomplete must be refused with SnapshotError:
+    opened, it would make LMDB read past the end of the file (SIGBUS)."""
+    from store import SnapshotError
+
+    src = opener("src")
+    make_channel(src)
+    for _ in range(20):
+        publish(src, "foo", 100, size=1000)
+    path = os.path.join(tmp_path, "image")
+    src.snapshot(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    assert src.snapshot_applied_index(path) == src.applied_index()  # whole: fine
+    piece = 1 << 16
+    damaged = {
+        "cut short": data[: len(data) // 2],
+        "piece missing": data[:piece] + data[2 * piece :],
+        "not a store": b"\0" * len(data),
+    }[damage]
+    with open(path, "wb") as f:
+        f.write(damaged)
+    dst = opener("dst")
+    with pytest.raises(SnapshotError):
+        dst.snapshot_applied_index(path)
+    with pytest.raises(SnapshotError):
+        dst.restore(path)
+    assert dst.channels() == {}
