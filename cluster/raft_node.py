@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pysyncobj.pickle as _pso_pickle
+import pysyncobj.serializer as _pso_serializer
 import pysyncobj.syncobj as _pso_syncobj
 import pysyncobj.tcp_connection as _pso_tcp
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
@@ -37,6 +38,7 @@ from cluster.raft_journal import StanJournal, create_journal
 from cluster.raft_storage import (
     PICKLE_PROTOCOL,
     JournalSpace,
+    received_snapshot_problem,
     trim_journal_pages,
 )
 
@@ -53,6 +55,34 @@ setattr(_pso_pickle, "__protocol", PICKLE_PROTOCOL)  # noqa: B010 - private modu
 
 # pysyncobj compresses every message; ours are framed as stored zlib blocks.
 _pso_tcp.zlib = StoredZlib  # type: ignore[assignment]
+
+_pso_set_transmission = _pso_serializer.Serializer.setTransmissionData
+
+
+def _set_transmission_data(serializer: Any, data: Any) -> bool:
+    """pysyncobj's receipt of a snapshot chunk, with the whole file checked
+    before it replaces our snapshot: a snapshot missing chunks (lost with a
+    dropped connection: pysyncobj sends no offsets) is refused, our previous
+    snapshot stays, and the leader, finding us behind, sends it again."""
+    incoming = serializer._Serializer__incomingTransmissionFile
+    filename = serializer._Serializer__fileName
+    if data is None or data[1] or not data[2] or incoming is None or filename is None:
+        return bool(_pso_set_transmission(serializer, data))
+    incoming.write(data[0])
+    incoming.flush()
+    tmp = filename + ".1.tmp"
+    problem = received_snapshot_problem(tmp)
+    if problem is not None:
+        incoming.close()
+        serializer._Serializer__incomingTransmissionFile = None
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        log.error("snapshot from the leader refused, incomplete: %s", problem)
+        return False
+    return bool(_pso_set_transmission(serializer, (b"", data[1], True)))
+
+
+_pso_serializer.Serializer.setTransmissionData = _set_transmission_data
 
 
 def _read_available(conn: Any) -> None:

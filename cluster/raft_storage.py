@@ -22,6 +22,7 @@ from pysyncobj.config import SERIALIZER_STATE
 from cluster.fsm import StateMachine
 from cluster.raft_journal import StanJournal
 from store import SnapshotError
+from store.lmdb_store import check_image
 
 log = logging.getLogger("stanchion.raft")
 
@@ -199,14 +200,11 @@ class SnapshotMixin:
             store = self.fsm.store
             has_image = self.snapshot_store and os.path.getsize(image) > 0
             try:
-                # Checked before anything changes: pysyncobj does not detect
-                # a snapshot that reached us with pieces missing (chunks it
-                # had queued on a connection that dropped).
+                # Checked before anything changes (one from the leader was
+                # checked on arrival: see check_received_snapshot).
                 snap_index = store.snapshot_applied_index(image) if has_image else 0
-            except SnapshotError:
-                bad = f"{filename}.bad-{int(time.time())}"
-                os.replace(filename, bad)
-                log.error("snapshot refused, kept as %s (the leader sends it again)", bad)
+            except SnapshotError as exc:
+                log.error("snapshot %s is damaged, not loaded: %s", filename, exc)
                 raise
             journal = getattr(getattr(self, "node", None), "_SyncObj__raftLog", None)
             if journal is not None:
@@ -223,3 +221,18 @@ class SnapshotMixin:
         finally:
             os.unlink(image)
         return raft_data
+
+
+def received_snapshot_problem(path: str) -> str | None:
+    """Why the snapshot file ``path`` (header, then the store image) is not
+    whole, or None. pysyncobj sends a snapshot in chunks without offsets: the
+    chunks it had queued on a connection that dropped are simply missing."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack(">Q", f.read(8))
+            pickle.loads(f.read(n))
+        if os.path.getsize(path) > 8 + n:
+            check_image(path, 8 + n)
+    except (OSError, struct.error, pickle.UnpicklingError, EOFError, SnapshotError) as exc:
+        return str(exc) or type(exc).__name__
+    return None

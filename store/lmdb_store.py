@@ -632,8 +632,8 @@ def _name_key(name: str) -> bytes:
 
 def _open_image(path: str) -> lmdb.Environment:
     """Open a snapshot file (a compacted data.mdb image) read-only, after
-    :func:`_check_image`."""
-    _check_image(path)
+    :func:`check_image`."""
+    check_image(path)
     return lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=MAX_DBS)
 
 
@@ -646,14 +646,16 @@ _META_TAIL = struct.Struct("<QQ")
 _META_TAIL_AT = 16 + 4 + 4 + 8 + 8 + 2 * 48
 
 
-def _check_image(path: str) -> None:
-    """SnapshotError unless ``path`` holds every page its newest meta page names.
+def check_image(path: str, offset: int = 0) -> None:
+    """SnapshotError unless the image at ``offset`` of ``path`` holds every
+    page its newest meta page names.
 
     LMDB maps the file and would read past its end (the process dies of
     SIGBUS) if a snapshot arrived cut short or with pieces missing.
     """
-    size = os.path.getsize(path)
+    size = os.path.getsize(path) - offset
     with open(path, "rb") as f:
+        f.seek(offset)
         head = f.read(2 * 65536)
     best: tuple[int, int, int] | None = None  # (txnid, last page, page size)
     for at in {0, *(p for p in (4096, 8192, 16384, 32768, 65536) if p < len(head))}:
