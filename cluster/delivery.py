@@ -338,9 +338,8 @@ class Delivery:
         owner = group if group is not None else view
         if owner is not None and owner.ahead is not None:
             page = owner.ahead.take(start, count)
-            if page and page[-1].seq < owner.ahead.msgs[-1].seq:
-                return page
-            owner.ahead = None  # used up or left behind
+            if page is None or page[-1].seq >= owner.ahead.msgs[-1].seq:
+                owner.ahead = None  # used up or left behind
             if page:
                 return page
         if hint and hint[0].seq <= start <= hint[-1].seq:
